@@ -1,0 +1,162 @@
+/**
+ * One validated configuration object: defaults, then environment variables (PORT, HOST,
+ * DATABASE_URL and the TASK_MANAGER_ prefix), then CLI flags. Anything unknown or invalid
+ * stops start-up with a message naming the setting.
+ */
+export interface Config {
+  port: number;
+  host: string;
+  databaseUrl: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** Largest request body accepted, in bytes. */
+  bodyLimitBytes: number;
+  sqliteSynchronous: 'FULL' | 'NORMAL';
+  catalogPath: string;
+  rateLimit: {
+    enabled: boolean;
+    perMinute: number;
+    burst: number;
+    burstWindowSeconds: number;
+  };
+  leaseSeconds: number;
+  reaperIntervalMs: number;
+  defaultMaxAttempts: number;
+  defaultTimeoutSeconds: number;
+  /** Run an in-process worker for the catalog's local engines. */
+  embeddedWorker: boolean;
+  workerConcurrency: number;
+  shutdownGraceSeconds: number;
+  trustProxy: boolean;
+  /** Refuse new tasks with 503 WORKER_UNAVAILABLE when no worker serves the model. */
+  rejectWithoutWorker: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export function defaultConfig(): Config {
+  return {
+    port: 8002,
+    host: '127.0.0.1',
+    databaseUrl: 'sqlite:./data/task-manager.db',
+    logLevel: 'info',
+    bodyLimitBytes: 16 * 1024 * 1024,
+    sqliteSynchronous: 'FULL',
+    catalogPath: new URL('../config/models.json', import.meta.url).pathname,
+    rateLimit: { enabled: true, perMinute: 100, burst: 20, burstWindowSeconds: 10 },
+    leaseSeconds: 30,
+    reaperIntervalMs: 1000,
+    defaultMaxAttempts: 3,
+    defaultTimeoutSeconds: 600,
+    embeddedWorker: true,
+    workerConcurrency: 1,
+    shutdownGraceSeconds: 10,
+    trustProxy: false,
+    rejectWithoutWorker: false,
+  };
+}
+
+type Setter = (c: Config, raw: string, name: string) => void;
+
+const int = (min: number, max: number, set: (c: Config, v: number) => void): Setter => (c, raw, name) => {
+  const v = Number(raw);
+  if (!/^-?\d+$/.test(raw.trim()) || v < min || v > max) throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+  set(c, v);
+};
+const bool = (set: (c: Config, v: boolean) => void): Setter => (c, raw, name) => {
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) set(c, true);
+  else if (['0', 'false', 'no', 'off'].includes(v)) set(c, false);
+  else throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+};
+const oneOf = <T extends string>(values: readonly T[], set: (c: Config, v: T) => void): Setter => (c, raw, name) => {
+  if (!values.includes(raw as T)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got "${raw}"`);
+  set(c, raw as T);
+};
+const str = (set: (c: Config, v: string) => void): Setter => (c, raw, name) => {
+  if (!raw.trim()) throw new ConfigError(`${name} must not be empty`);
+  set(c, raw.trim());
+};
+
+/** Every setting, by environment variable name. CLI flags use the same setters. */
+export const SETTINGS: Record<string, { set: Setter; help: string }> = {
+  PORT: { set: int(0, 65535, (c, v) => (c.port = v)), help: 'HTTP port (default 8002)' },
+  HOST: { set: str((c, v) => (c.host = v)), help: 'Listen address (default 127.0.0.1)' },
+  DATABASE_URL: {
+    set: str((c, v) => (c.databaseUrl = v)),
+    help: 'sqlite:PATH (default sqlite:./data/task-manager.db) or postgres://…',
+  },
+  TASK_MANAGER_LOG_LEVEL: {
+    set: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, (c, v) => (c.logLevel = v)),
+    help: 'Log level (default info)',
+  },
+  TASK_MANAGER_BODY_LIMIT_BYTES: { set: int(1024, 1 << 30, (c, v) => (c.bodyLimitBytes = v)), help: 'Largest request body (default 16 MiB)' },
+  TASK_MANAGER_SQLITE_SYNCHRONOUS: {
+    set: oneOf(['FULL', 'NORMAL'] as const, (c, v) => (c.sqliteSynchronous = v)),
+    help: 'FULL: acknowledged tasks survive power loss; NORMAL: only a process crash (default FULL)',
+  },
+  TASK_MANAGER_MODELS: { set: str((c, v) => (c.catalogPath = v)), help: 'Model catalog JSON file (default config/models.json)' },
+  TASK_MANAGER_RATE_LIMIT: { set: bool((c, v) => (c.rateLimit.enabled = v)), help: 'Per-IP rate limiting on or off (default on)' },
+  TASK_MANAGER_RATE_LIMIT_PER_MINUTE: { set: int(1, 1e9, (c, v) => (c.rateLimit.perMinute = v)), help: 'Requests per minute per IP (default 100)' },
+  TASK_MANAGER_RATE_LIMIT_BURST: { set: int(1, 1e9, (c, v) => (c.rateLimit.burst = v)), help: 'Requests per burst window per IP (default 20)' },
+  TASK_MANAGER_RATE_LIMIT_BURST_SECONDS: {
+    set: int(1, 3600, (c, v) => (c.rateLimit.burstWindowSeconds = v)),
+    help: 'Burst window in seconds (default 10)',
+  },
+  TASK_MANAGER_LEASE_SECONDS: { set: int(1, 3600, (c, v) => (c.leaseSeconds = v)), help: 'Lease length; a worker silent this long loses its task (default 30)' },
+  TASK_MANAGER_REAPER_INTERVAL_MS: { set: int(50, 600_000, (c, v) => (c.reaperIntervalMs = v)), help: 'How often expired leases are requeued (default 1000)' },
+  TASK_MANAGER_MAX_ATTEMPTS: { set: int(1, 20, (c, v) => (c.defaultMaxAttempts = v)), help: 'Default max_attempts per task (default 3)' },
+  TASK_MANAGER_TASK_TIMEOUT_SECONDS: {
+    set: int(1, 86_400, (c, v) => (c.defaultTimeoutSeconds = v)),
+    help: 'Default timeout_seconds per task (default 600)',
+  },
+  TASK_MANAGER_EMBEDDED_WORKER: { set: bool((c, v) => (c.embeddedWorker = v)), help: 'Run an in-process worker (default true)' },
+  TASK_MANAGER_WORKER_CONCURRENCY: { set: int(1, 1024, (c, v) => (c.workerConcurrency = v)), help: 'Tasks the embedded worker runs at once (default 1)' },
+  TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: {
+    set: int(0, 3600, (c, v) => (c.shutdownGraceSeconds = v)),
+    help: 'On SIGTERM, how long running tasks may finish before they are requeued (default 10)',
+  },
+  TASK_MANAGER_TRUST_PROXY: { set: bool((c, v) => (c.trustProxy = v)), help: 'Take client IPs from X-Forwarded-For (default false)' },
+  TASK_MANAGER_REJECT_WITHOUT_WORKER: {
+    set: bool((c, v) => (c.rejectWithoutWorker = v)),
+    help: 'Answer 503 WORKER_UNAVAILABLE instead of queueing when no worker serves the model (default false)',
+  },
+};
+
+/** Builds the config from the environment, then `overrides` (CLI flags, by setting name). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, string | undefined> = {}): Config {
+  const config = defaultConfig();
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('TASK_MANAGER_') && !(name in SETTINGS)) {
+      throw new ConfigError(`Unknown setting ${name}; known: ${Object.keys(SETTINGS).filter((k) => k.startsWith('TASK_MANAGER_')).join(', ')}`);
+    }
+  }
+  for (const [name, { set }] of Object.entries(SETTINGS)) {
+    const raw = env[name];
+    if (raw !== undefined && raw !== '') set(config, raw, name);
+  }
+  for (const [name, raw] of Object.entries(overrides)) {
+    if (raw === undefined) continue;
+    const setting = SETTINGS[name];
+    if (!setting) throw new ConfigError(`Unknown setting ${name}`);
+    setting.set(config, raw, name);
+  }
+  parseDatabaseUrl(config.databaseUrl);
+  return config;
+}
+
+export type DatabaseTarget = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string };
+
+export function parseDatabaseUrl(url: string): DatabaseTarget {
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return { kind: 'postgres', url };
+  if (url.startsWith('sqlite:')) {
+    const path = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+    if (!path) throw new ConfigError('DATABASE_URL sqlite: needs a path, e.g. sqlite:./data/task-manager.db');
+    return { kind: 'sqlite', path };
+  }
+  throw new ConfigError(`DATABASE_URL must start with sqlite: or postgres://, got "${url}"`);
+}

@@ -1,0 +1,49 @@
+import type { TaskType } from './task.js';
+
+export interface EngineTask {
+  id: string;
+  taskType: TaskType;
+  modelName: string;
+  inputData: Record<string, unknown>;
+  parameters: Record<string, unknown>;
+  /** Options from the model catalog entry (file paths, remote URLs, voices). */
+  modelOptions: Record<string, unknown>;
+}
+
+export interface EngineContext {
+  /** Aborted on cancel, timeout or shutdown; an engine must stop promptly. */
+  signal: AbortSignal;
+  /** Progress in [0, 1]; cheap to call often. */
+  reportProgress(progress: number): void;
+}
+
+export interface EngineResult {
+  result: Record<string, unknown>;
+}
+
+export interface Engine {
+  readonly name: string;
+  readonly taskTypes: readonly TaskType[];
+  run(task: EngineTask, ctx: EngineContext): Promise<EngineResult>;
+  close?(): Promise<void>;
+}
+
+/** Thrown by an engine for a failure that another attempt may not repeat (a lost device). */
+export class RetryableEngineError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, opts?: { cause?: unknown }) {
+    super(message, opts);
+    this.name = 'RetryableEngineError';
+    this.code = code;
+  }
+}
+
+/** Thrown by an engine for a failure with a stable code (bad input for this model, unloadable model). */
+export class EngineError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, opts?: { cause?: unknown }) {
+    super(message, opts);
+    this.name = 'EngineError';
+    this.code = code;
+  }
+}

@@ -1,0 +1,38 @@
+import { EventEmitter } from 'node:events';
+import type { TaskRecord } from './task.js';
+
+export type TaskEventType = 'created' | 'leased' | 'progress' | 'completed' | 'failed' | 'cancelled' | 'requeued';
+
+export interface TaskEvent {
+  type: TaskEventType;
+  task: TaskRecord;
+  at: number;
+}
+
+/** Fans task events out; the PostgreSQL build carries them across nodes. */
+export interface EventBus {
+  publish(event: TaskEvent): void;
+  subscribe(listener: (event: TaskEvent) => void): () => void;
+  close(): Promise<void>;
+}
+
+export class LocalEventBus implements EventBus {
+  private readonly emitter = new EventEmitter();
+
+  constructor() {
+    this.emitter.setMaxListeners(0);
+  }
+
+  publish(event: TaskEvent): void {
+    this.emitter.emit('event', event);
+  }
+
+  subscribe(listener: (event: TaskEvent) => void): () => void {
+    this.emitter.on('event', listener);
+    return () => this.emitter.off('event', listener);
+  }
+
+  async close(): Promise<void> {
+    this.emitter.removeAllListeners();
+  }
+}

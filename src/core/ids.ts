@@ -1,0 +1,38 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+
+let lastMs = 0;
+let seq = 0;
+
+/**
+ * RFC 9562 UUIDv7: 48-bit millisecond timestamp, then a 12-bit counter so ids made in
+ * the same millisecond still sort in creation order (keeps inserts index-local).
+ */
+export function uuidv7(now = Date.now()): string {
+  if (now <= lastMs) {
+    seq++;
+    if (seq > 0xfff) {
+      lastMs++;
+      seq = 0;
+    }
+    now = lastMs;
+  } else {
+    lastMs = now;
+    seq = randomBytes(2).readUInt16BE(0) & 0x3ff;
+  }
+  const b = randomBytes(16);
+  b.writeUIntBE(now, 0, 6);
+  b[6] = 0x70 | ((seq >> 8) & 0x0f);
+  b[7] = seq & 0xff;
+  b[8] = 0x80 | (b[8] & 0x3f);
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+export const newTaskId = (now?: number): string => `task_${uuidv7(now)}`;
+export const newRequestId = (): string => `req_${randomUUID()}`;
+export const newLeaseToken = (): string => randomBytes(16).toString('hex');
+
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+export const TASK_ID_PATTERN = `^task_${UUID}$`;
+const TASK_ID_RE = new RegExp(TASK_ID_PATTERN);
+export const isTaskId = (s: string): boolean => TASK_ID_RE.test(s);

@@ -1,0 +1,115 @@
+import type { ModelRef, NewTask, TaskError, TaskRecord, TaskStatus, TaskType } from './task.js';
+
+export type SortField = 'created_at' | 'status' | 'task_type';
+export type SortOrder = 'asc' | 'desc';
+
+export interface ListQuery {
+  status?: TaskStatus;
+  taskType?: TaskType;
+  modelName?: string;
+  limit: number;
+  offset: number;
+  sortBy: SortField;
+  sortOrder: SortOrder;
+}
+
+/** A row of the list view: no inputs or results, so a page stays small. */
+export type TaskSummary = Pick<
+  TaskRecord,
+  | 'id'
+  | 'status'
+  | 'taskType'
+  | 'modelName'
+  | 'priority'
+  | 'createdAt'
+  | 'startedAt'
+  | 'completedAt'
+  | 'cancelledAt'
+  | 'workerId'
+>;
+
+export interface ListResult {
+  tasks: TaskSummary[];
+  total: number;
+}
+
+/** Current and all-time counts per (task_type, model_name, status), kept by the store. */
+export interface CountRow {
+  taskType: TaskType;
+  modelName: string;
+  status: TaskStatus;
+  current: number;
+  total: number;
+}
+
+export interface LeaseRequest {
+  workerId: string;
+  models: ModelRef[];
+  limit: number;
+  leaseMs: number;
+  now: number;
+}
+
+export interface LeasedTask {
+  task: TaskRecord;
+  leaseToken: string;
+}
+
+export type CancelOutcome =
+  | { kind: 'cancelled'; task: TaskRecord; wasRunning: boolean }
+  | { kind: 'already_cancelled'; task: TaskRecord }
+  | { kind: 'not_cancellable'; task: TaskRecord }
+  | { kind: 'not_found' };
+
+/** Outcome of a write that must present a lease token. */
+export type LeaseOutcome =
+  | { kind: 'ok'; task: TaskRecord }
+  /** The task was cancelled while the worker held it. */
+  | { kind: 'cancelled'; task: TaskRecord }
+  /** The token is stale (lease expired and re-leased, or the task finished). */
+  | { kind: 'stale'; task: TaskRecord | null };
+
+export interface FailRequest {
+  error: TaskError;
+  /** Go back to pending when attempts remain (a worker crash, a lost GPU), else fail. */
+  retryable: boolean;
+  now: number;
+}
+
+export interface ReapResult {
+  requeued: TaskRecord[];
+  failed: TaskRecord[];
+}
+
+/**
+ * The one storage seam. Routes, scheduler and workers see only this; no connection or
+ * transaction type leaks out. Every method is one transaction.
+ */
+export interface TaskStore {
+  readonly kind: 'sqlite' | 'postgres';
+  createTask(task: NewTask): Promise<TaskRecord>;
+  getTask(id: string): Promise<TaskRecord | null>;
+  listTasks(query: ListQuery): Promise<ListResult>;
+  /** Tasks of the same model ahead of this pending task in lease order. */
+  queuePosition(task: TaskRecord): Promise<number>;
+  cancelTask(id: string, now: number): Promise<CancelOutcome>;
+  /** Leases up to `limit` pending tasks, highest priority first, then oldest. */
+  leaseTasks(req: LeaseRequest): Promise<LeasedTask[]>;
+  /** Extends the lease and records progress. */
+  heartbeat(id: string, leaseToken: string, leaseMs: number, now: number, progress?: number): Promise<LeaseOutcome>;
+  completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome>;
+  failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome>;
+  /** Gives a leased task back to the queue without spending an attempt (graceful shutdown). */
+  releaseTask(id: string, leaseToken: string, now: number): Promise<LeaseOutcome>;
+  /** Requeues running tasks whose lease expired, or fails them when attempts are spent. */
+  reapExpiredLeases(now: number, limit: number): Promise<ReapResult>;
+  /** Fails running tasks that outlived their timeout by `graceMs` (a hung worker). */
+  reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]>;
+  /** O(models), not O(tasks). */
+  counts(): Promise<CountRow[]>;
+  /** Mean run time (ms) of recent completions per model, for estimates at start-up. */
+  recentRunTimes(limitPerModel: number): Promise<Array<ModelRef & { meanMs: number; samples: number }>>;
+  /** Throws when the store cannot serve requests. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,43 @@
+import type { TaskQueue } from './task-queue.js';
+
+export interface ReaperLogger {
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}
+
+/** Periodically requeues tasks whose worker stopped heartbeating, and fails hung ones. */
+export class LeaseReaper {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+
+  constructor(
+    private readonly queue: TaskQueue,
+    private readonly opts: { intervalMs: number; timeoutGraceMs: number },
+    private readonly log?: ReaperLogger,
+  ) {}
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.tick(), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  tick(): Promise<void> {
+    this.running ??= this.queue
+      .reap(this.opts.timeoutGraceMs)
+      .then((r) => {
+        if (r.requeued || r.failed) this.log?.info(r, 'reaped expired leases');
+      })
+      .catch((err) => this.log?.warn({ err }, 'lease reaper pass failed'))
+      .finally(() => {
+        this.running = null;
+      });
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+}

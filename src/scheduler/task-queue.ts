@@ -1,0 +1,232 @@
+import { AppError } from '../core/errors.js';
+import type { EventBus, TaskEventType } from '../core/events.js';
+import { newTaskId } from '../core/ids.js';
+import type { CancelOutcome, LeasedTask, LeaseOutcome, ListQuery, ListResult, TaskStore } from '../core/store.js';
+import type { ModelRef, TaskError, TaskRecord, TaskType } from '../core/task.js';
+import { EtaEstimator } from './eta-estimator.js';
+import { LeaseWakeups } from './wakeups.js';
+import { WorkerDirectory } from './worker-directory.js';
+
+export interface CreateTaskInput {
+  taskType: TaskType;
+  modelName: string;
+  inputData: Record<string, unknown>;
+  parameters: Record<string, unknown>;
+  priority?: number;
+  maxAttempts?: number;
+  timeoutSeconds?: number;
+}
+
+export interface TaskQueueOptions {
+  defaultMaxAttempts: number;
+  defaultTimeoutMs: number;
+  leaseMs: number;
+}
+
+export interface Estimate {
+  estimatedCompletion: number | null;
+  queuePosition: number | null;
+}
+
+const refOf = (t: TaskRecord): ModelRef => ({ taskType: t.taskType, modelName: t.modelName });
+const pendingKey = (m: ModelRef): string => `${m.taskType}\u0000${m.modelName}`;
+
+/**
+ * Every task transition goes through here: one store transaction, then one event.
+ * Routes and workers (both transports) use this and never the store directly.
+ */
+export class TaskQueue {
+  readonly workers = new WorkerDirectory();
+  readonly eta = new EtaEstimator((m) => this.workers.slots(m));
+  private readonly wakeups = new LeaseWakeups();
+  private readonly unsubscribe: () => void;
+  /** Pending tasks per model as last read from the store's counters, plus local creates since. */
+  private pendingCounts = new Map<string, number>();
+  private pendingCountsAt = 0;
+  private pendingRefresh: Promise<void> | null = null;
+  /** Completions observed per model, for processing-time metrics. */
+  readonly onFinished = new Set<(task: TaskRecord) => void>();
+
+  constructor(
+    readonly store: TaskStore,
+    readonly bus: EventBus,
+    private readonly opts: TaskQueueOptions,
+  ) {
+    // Wake waiting leases for tasks that became pending on this node or another one.
+    this.unsubscribe = bus.subscribe((e) => {
+      if (e.type === 'created' || e.type === 'requeued') this.wakeups.notify(refOf(e.task));
+    });
+  }
+
+  get leaseMs(): number {
+    return this.opts.leaseMs;
+  }
+
+  async seedEstimates(): Promise<void> {
+    for (const r of await this.store.recentRunTimes(50)) this.eta.seed(r, r.meanMs);
+  }
+
+  private publish(type: TaskEventType, task: TaskRecord): void {
+    this.bus.publish({ type, task, at: Date.now() });
+  }
+
+  async create(input: CreateTaskInput): Promise<{ task: TaskRecord } & Estimate> {
+    const now = Date.now();
+    const ahead = await this.pendingAhead(input);
+    const task = await this.store.createTask({
+      id: newTaskId(now),
+      taskType: input.taskType,
+      modelName: input.modelName,
+      inputData: input.inputData,
+      parameters: input.parameters,
+      priority: input.priority ?? 0,
+      maxAttempts: input.maxAttempts ?? this.opts.defaultMaxAttempts,
+      timeoutMs: input.timeoutSeconds !== undefined ? input.timeoutSeconds * 1000 : this.opts.defaultTimeoutMs,
+      createdAt: now,
+    });
+    const k = pendingKey(input);
+    this.pendingCounts.set(k, (this.pendingCounts.get(k) ?? 0) + 1);
+    this.publish('created', task);
+    return { task, queuePosition: ahead, estimatedCompletion: this.eta.estimate(input, ahead, now) };
+  }
+
+  /**
+   * Tasks of the same model already pending, from the store's counters refreshed at most
+   * every 250 ms: an estimate must not cost a count on the create path.
+   */
+  private async pendingAhead(model: ModelRef): Promise<number> {
+    if (Date.now() - this.pendingCountsAt > 250) {
+      this.pendingRefresh ??= this.store
+        .counts()
+        .then((rows) => {
+          const next = new Map<string, number>();
+          for (const r of rows) if (r.status === 'pending') next.set(pendingKey(r), r.current);
+          this.pendingCounts = next;
+          this.pendingCountsAt = Date.now();
+        })
+        .finally(() => {
+          this.pendingRefresh = null;
+        });
+      await this.pendingRefresh;
+    }
+    return Math.max(0, this.pendingCounts.get(pendingKey(model)) ?? 0);
+  }
+
+  async get(id: string): Promise<TaskRecord> {
+    const task = await this.store.getTask(id);
+    if (!task) throw new AppError('TASK_NOT_FOUND', `Task ${id} not found`, { details: { task_id: id } });
+    return task;
+  }
+
+  /** Exact position and estimate for a task that has not finished. */
+  async estimate(task: TaskRecord): Promise<Estimate> {
+    const now = Date.now();
+    if (task.status === 'pending') {
+      const ahead = await this.store.queuePosition(task);
+      return { queuePosition: ahead, estimatedCompletion: this.eta.estimate(refOf(task), ahead, now) };
+    }
+    if (task.status === 'running') {
+      return { queuePosition: null, estimatedCompletion: this.eta.estimate(refOf(task), 0, now, task.startedAt) };
+    }
+    return { queuePosition: null, estimatedCompletion: null };
+  }
+
+  list(query: ListQuery): Promise<ListResult> {
+    return this.store.listTasks(query);
+  }
+
+  async cancel(id: string): Promise<TaskRecord> {
+    const outcome: CancelOutcome = await this.store.cancelTask(id, Date.now());
+    switch (outcome.kind) {
+      case 'not_found':
+        throw new AppError('TASK_NOT_FOUND', `Task ${id} not found`, { details: { task_id: id } });
+      case 'not_cancellable':
+        throw new AppError('TASK_NOT_CANCELLABLE', `Task ${id} is already ${outcome.task.status}`, {
+          details: { task_id: id, status: outcome.task.status },
+        });
+      case 'already_cancelled':
+        return outcome.task;
+      case 'cancelled':
+        this.publish('cancelled', outcome.task);
+        return outcome.task;
+    }
+  }
+
+  async lease(workerId: string, models: ModelRef[], limit: number): Promise<LeasedTask[]> {
+    const leased = await this.store.leaseTasks({ workerId, models, limit, leaseMs: this.opts.leaseMs, now: Date.now() });
+    for (const l of leased) this.publish('leased', l.task);
+    return leased;
+  }
+
+  /** Long-poll: returns as soon as a matching task is leased, or [] when the time is up. */
+  async leaseWait(workerId: string, models: ModelRef[], limit: number, waitMs: number, signal?: AbortSignal): Promise<LeasedTask[]> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      // Register before looking, so a task created in between still wakes us.
+      const waiter = this.wakeups.wait(models, deadline - Date.now(), signal);
+      let leased: LeasedTask[];
+      try {
+        leased = await this.lease(workerId, models, limit);
+      } catch (err) {
+        waiter.cancel();
+        throw err;
+      }
+      if (leased.length > 0 || Date.now() >= deadline || signal?.aborted) {
+        waiter.cancel();
+        return leased;
+      }
+      await waiter.promise;
+      if (signal?.aborted || Date.now() >= deadline) return this.lease(workerId, models, limit);
+    }
+  }
+
+  async heartbeat(id: string, leaseToken: string, progress?: number): Promise<LeaseOutcome> {
+    const out = await this.store.heartbeat(id, leaseToken, this.opts.leaseMs, Date.now(), progress);
+    if (out.kind === 'ok' && progress !== undefined) this.publish('progress', out.task);
+    return out;
+  }
+
+  async complete(id: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseOutcome> {
+    const out = await this.store.completeTask(id, leaseToken, result, Date.now());
+    if (out.kind === 'ok') this.finished('completed', out.task);
+    return out;
+  }
+
+  async fail(id: string, leaseToken: string, error: TaskError, retryable: boolean): Promise<LeaseOutcome> {
+    const out = await this.store.failTask(id, leaseToken, { error, retryable, now: Date.now() });
+    if (out.kind === 'ok') {
+      if (out.task.status === 'pending') this.publish('requeued', out.task);
+      else this.finished('failed', out.task);
+    }
+    return out;
+  }
+
+  async release(id: string, leaseToken: string): Promise<LeaseOutcome> {
+    const out = await this.store.releaseTask(id, leaseToken, Date.now());
+    if (out.kind === 'ok') this.publish('requeued', out.task);
+    return out;
+  }
+
+  /** One pass of the lease reaper. */
+  async reap(timeoutGraceMs: number): Promise<{ requeued: number; failed: number }> {
+    const now = Date.now();
+    const expired = await this.store.reapExpiredLeases(now, 500);
+    for (const t of expired.requeued) this.publish('requeued', t);
+    for (const t of expired.failed) this.finished('failed', t);
+    const timedOut = await this.store.reapTimedOut(now, timeoutGraceMs, 500);
+    for (const t of timedOut) this.finished('failed', t);
+    return { requeued: expired.requeued.length, failed: expired.failed.length + timedOut.length };
+  }
+
+  private finished(type: 'completed' | 'failed', task: TaskRecord): void {
+    if (type === 'completed' && task.startedAt !== null && task.completedAt !== null) {
+      this.eta.observe(refOf(task), task.completedAt - task.startedAt);
+    }
+    for (const fn of this.onFinished) fn(task);
+    this.publish(type, task);
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
+}

@@ -1,0 +1,200 @@
+import { readFileSync } from 'node:fs';
+import Fastify, { type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv } from 'ajv';
+import { ModelCatalog } from '../core/catalog.js';
+import type { Engine } from '../core/engine.js';
+import { LocalEventBus, type EventBus } from '../core/events.js';
+import { newRequestId } from '../core/ids.js';
+import { InputValidator } from '../core/inputs.js';
+import type { TaskStore } from '../core/store.js';
+import { parseDatabaseUrl, type Config } from '../config.js';
+import { LeaseReaper } from '../scheduler/lease-reaper.js';
+import { TaskQueue } from '../scheduler/task-queue.js';
+import { SqliteTaskStore } from '../store/sqlite/sqlite-store.js';
+import { InProcessTransport } from '../worker/in-process-transport.js';
+import { Worker, type ServedModel } from '../worker/worker.js';
+import { installErrorHandling } from './error-handling.js';
+import { Metrics } from './metrics.js';
+import { installRateLimit, MemoryRateLimitStore, type RateLimitStore } from './rate-limit.js';
+import { systemRoutes } from './routes/system.js';
+import { taskRoutes } from './routes/tasks.js';
+import { VERSION } from './version.js';
+
+export interface Services {
+  config: Config;
+  queue: TaskQueue;
+  catalog: ModelCatalog;
+  inputValidator: InputValidator;
+  metrics: Metrics;
+  worker: Worker | null;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+  }
+}
+
+export interface AppOptions {
+  config: Config;
+  /** Defaults to the store named by config.databaseUrl. */
+  store?: TaskStore;
+  bus?: EventBus;
+  /** Defaults to the catalog file at config.catalogPath. */
+  catalog?: ModelCatalog;
+  /** Engines by name, for the embedded worker; catalog entries whose engine is missing are not served here. */
+  engines?: Record<string, Engine>;
+  rateLimitStore?: RateLimitStore;
+  logger?: boolean | Record<string, unknown>;
+}
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+const RATE_LIMIT_EXEMPT = new Set(['/health', '/metrics']);
+
+export function openStore(config: Config): TaskStore {
+  const target = parseDatabaseUrl(config.databaseUrl);
+  if (target.kind === 'sqlite') return SqliteTaskStore.open({ path: target.path, synchronous: config.sqliteSynchronous });
+  throw new Error('PostgreSQL store is not available in this build');
+}
+
+export function loadCatalog(path: string): ModelCatalog {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`Cannot read model catalog ${path}: ${(err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`Model catalog ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return ModelCatalog.parse(doc, path);
+}
+
+/** Builds the whole service from a config object. `listen` is the caller's business. */
+export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
+  const { config } = opts;
+  const catalog = opts.catalog ?? loadCatalog(config.catalogPath);
+  const store = opts.store ?? openStore(config);
+  const bus = opts.bus ?? new LocalEventBus();
+  const queue = new TaskQueue(store, bus, {
+    defaultMaxAttempts: config.defaultMaxAttempts,
+    defaultTimeoutMs: config.defaultTimeoutSeconds * 1000,
+    leaseMs: config.leaseSeconds * 1000,
+  });
+  const metrics = new Metrics();
+  const inputValidator = new InputValidator(Math.ceil((config.bodyLimitBytes * 4) / 3));
+
+  const app = Fastify({
+    logger: opts.logger ?? { level: config.logLevel },
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: config.trustProxy,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : newRequestId();
+    },
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies are taken as sent; query strings are text, so they are coerced.
+  const bodyAjv = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: false, allErrors: false, strict: false });
+  const queryAjv = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: 'array', allErrors: false, strict: false });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
+
+  let worker: Worker | null = null;
+  if (config.embeddedWorker && opts.engines) {
+    const served: ServedModel[] = [];
+    for (const entry of catalog.entries()) {
+      const engine = opts.engines[entry.engine];
+      if (!engine) continue;
+      for (const taskType of entry.taskTypes) {
+        if (engine.taskTypes.includes(taskType)) served.push({ taskType, modelName: entry.name, engine, modelOptions: entry.options });
+      }
+    }
+    if (served.length) {
+      worker = new Worker({
+        id: 'worker_embedded',
+        transport: new InProcessTransport(queue),
+        models: served,
+        concurrency: config.workerConcurrency,
+        heartbeatMs: Math.max(250, Math.floor((config.leaseSeconds * 1000) / 3)),
+        log: app.log.child({ worker_id: 'worker_embedded' }),
+      });
+    }
+  }
+
+  app.decorate('services', { config, queue, catalog, inputValidator, metrics, worker });
+
+  const routes: Array<{ method: string; url: string }> = [];
+  app.addHook('onRoute', (r) => {
+    for (const m of [r.method].flat()) if (m !== 'HEAD') routes.push({ method: m, url: r.url });
+  });
+  installErrorHandling(app, () => routes);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+  queue.onFinished.add((t) => {
+    if (t.startedAt !== null && t.completedAt !== null) metrics.observeProcessing((t.completedAt - t.startedAt) / 1000);
+  });
+
+  let rateLimitStore: RateLimitStore | null = null;
+  if (config.rateLimit.enabled) {
+    rateLimitStore = opts.rateLimitStore ?? new MemoryRateLimitStore();
+    installRateLimit(app, {
+      ...config.rateLimit,
+      store: rateLimitStore,
+      exempt: (url) => RATE_LIMIT_EXEMPT.has(url.split('?')[0]),
+    });
+  }
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Task Manager API',
+        version: VERSION,
+        description: 'Durable task manager for AI inference: create tasks, follow them, cancel them.',
+      },
+      servers: [{ url: `http://localhost:${config.port}` }],
+      tags: [
+        { name: 'tasks', description: 'Task management' },
+        { name: 'system', description: 'Health and metrics' },
+      ],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(taskRoutes);
+  await app.register(systemRoutes);
+
+  const reaper = new LeaseReaper(queue, { intervalMs: config.reaperIntervalMs, timeoutGraceMs: 5_000 }, app.log);
+
+  app.addHook('onReady', async () => {
+    await queue.seedEstimates();
+    reaper.start();
+    await worker?.start();
+  });
+  app.addHook('onClose', async () => {
+    // Order matters: running work finishes or is requeued before the store closes.
+    await worker?.stop(config.shutdownGraceSeconds * 1000);
+    await reaper.stop();
+    queue.close();
+    await rateLimitStore?.close();
+    await bus.close();
+    await store.close();
+  });
+
+  return app;
+}

@@ -1,0 +1,106 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, ERROR_CODES, isAppError, type ErrorCode, type ErrorDetails } from '../core/errors.js';
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; details?: ErrorDetails };
+  timestamp: string;
+  request_id: string;
+}
+
+export function errorBody(requestId: string, code: ErrorCode, message?: string, details?: ErrorDetails): ErrorBody {
+  const error: ErrorBody['error'] = { code, message: message ?? ERROR_CODES[code].message };
+  if (details && Object.keys(details).length) error.details = details;
+  return { error, timestamp: new Date().toISOString(), request_id: requestId };
+}
+
+export function sendError(reply: FastifyReply, err: AppError): FastifyReply {
+  if (err.headers) reply.headers(err.headers);
+  return reply.code(err.status).send(errorBody(String(reply.request.id), err.code, err.message, err.details));
+}
+
+interface AjvError {
+  instancePath: string;
+  keyword: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+/** Turns an Ajv error into the field the caller should fix and why. */
+function describeValidation(errors: AjvError[], context: string | undefined): { field: string; reason: string } {
+  const e = errors[0];
+  const base = e.instancePath.replace(/^\//, '').replace(/\//g, '.');
+  const join = (k: string) => (base ? `${base}.${k}` : k);
+  if (e.keyword === 'required') return { field: join(String(e.params.missingProperty)), reason: 'Field is required' };
+  if (e.keyword === 'additionalProperties') {
+    return { field: join(String(e.params.additionalProperty)), reason: 'Unknown field' };
+  }
+  if (e.keyword === 'enum') {
+    return { field: base || String(context), reason: `Must be one of: ${(e.params.allowedValues as unknown[]).join(', ')}` };
+  }
+  return { field: base || String(context), reason: e.message ?? 'Invalid value' };
+}
+
+/** Maps Fastify's own errors (parsing, limits, validation) onto our codes. */
+function toAppError(err: FastifyError): AppError {
+  if (isAppError(err)) return err;
+  const validation = (err as FastifyError & { validation?: AjvError[]; validationContext?: string }).validation;
+  if (validation?.length) {
+    const context = (err as { validationContext?: string }).validationContext;
+    const { field, reason } = describeValidation(validation, context);
+    const where = context === 'querystring' ? 'query parameter' : context === 'params' ? 'path parameter' : 'field';
+    return new AppError('VALIDATION_ERROR', `Invalid ${where} ${field}: ${reason}`, { details: { field, reason } });
+  }
+  switch (err.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new AppError('INVALID_REQUEST', 'Body is not valid JSON', { details: { reason: err.message } });
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new AppError('INVALID_REQUEST', 'Body is empty but Content-Type is application/json');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AppError('PAYLOAD_TOO_LARGE');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AppError('UNSUPPORTED_MEDIA_TYPE', 'Send the body as application/json');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new AppError('INVALID_REQUEST', 'Content-Length does not match the body');
+  }
+  if (err instanceof SyntaxError) return new AppError('INVALID_REQUEST', 'Body is not valid JSON', { details: { reason: err.message } });
+  const status = err.statusCode ?? 500;
+  if (status === 413) return new AppError('PAYLOAD_TOO_LARGE');
+  if (status === 415) return new AppError('UNSUPPORTED_MEDIA_TYPE');
+  if (status >= 400 && status < 500) return new AppError('INVALID_REQUEST', err.message);
+  return new AppError('INTERNAL_ERROR', undefined, { cause: err });
+}
+
+export function installErrorHandling(app: FastifyInstance, routes: () => Array<{ method: string; url: string }>): void {
+  app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const appErr = toAppError(err);
+    if (appErr.status >= 500) {
+      request.log.error({ err }, 'request failed');
+    } else {
+      request.log.debug({ err }, 'request rejected');
+    }
+    return sendError(reply, appErr);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0];
+    const allowed = routes()
+      .filter((r) => routeMatches(r.url, path))
+      .map((r) => r.method);
+    if (allowed.length) {
+      const allow = [...new Set(allowed)].sort().join(', ');
+      return sendError(
+        reply,
+        new AppError('METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${path}; use ${allow}`, {
+          details: { allowed: allow },
+          headers: { allow },
+        }),
+      );
+    }
+    return sendError(reply, new AppError('ROUTE_NOT_FOUND', `No endpoint at ${request.method} ${path}`));
+  });
+}
+
+function routeMatches(pattern: string, path: string): boolean {
+  const re = new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z_]+/g, '[^/]+').replace(/\*/g, '.*')}/?$`);
+  return re.test(path);
+}

@@ -1,0 +1,30 @@
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.js';
+import { buildApp, type AppOptions } from './app.js';
+
+/** Starts the service and wires graceful shutdown: stop taking requests, finish or requeue work, close the store. */
+export async function serve(config: Config, extra: Omit<AppOptions, 'config'> = {}): Promise<FastifyInstance> {
+  const app = await buildApp({ config, ...extra });
+  let closing = false;
+  const shutdown = (signal: string) => {
+    if (closing) return;
+    closing = true;
+    app.log.info({ signal }, 'shutting down');
+    const hardStop = setTimeout(() => {
+      app.log.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, (config.shutdownGraceSeconds + 15) * 1000);
+    hardStop.unref();
+    app.close().then(
+      () => process.exit(0),
+      (err) => {
+        app.log.error({ err }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  await app.listen({ port: config.port, host: config.host });
+  return app;
+}

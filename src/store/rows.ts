@@ -1,0 +1,89 @@
+import type { TaskRecord, TaskStatus, TaskType } from '../core/task.js';
+import type { TaskSummary } from '../core/store.js';
+
+/** Column names are the same in both stores. */
+export interface TaskRow {
+  id: string;
+  status: string;
+  task_type: string;
+  model_name: string;
+  input_data: string | Record<string, unknown>;
+  parameters: string | Record<string, unknown>;
+  priority: number;
+  attempts: number;
+  max_attempts: number;
+  timeout_ms: number | string;
+  created_at: number | string;
+  started_at: number | string | null;
+  completed_at: number | string | null;
+  cancelled_at: number | string | null;
+  updated_at: number | string;
+  worker_id: string | null;
+  lease_token: string | null;
+  lease_expires_at: number | string | null;
+  progress: number | null;
+  result: string | Record<string, unknown> | null;
+  error_code: string | null;
+  error_message: string | null;
+}
+
+const json = (v: string | Record<string, unknown>): Record<string, unknown> =>
+  typeof v === 'string' ? JSON.parse(v) : v;
+const num = (v: number | string): number => (typeof v === 'string' ? Number(v) : v);
+const numOrNull = (v: number | string | null): number | null => (v === null ? null : num(v));
+
+export function rowToTask(r: TaskRow): TaskRecord {
+  return {
+    id: r.id,
+    status: r.status as TaskStatus,
+    taskType: r.task_type as TaskType,
+    modelName: r.model_name,
+    inputData: json(r.input_data),
+    parameters: json(r.parameters),
+    priority: r.priority,
+    attempts: r.attempts,
+    maxAttempts: r.max_attempts,
+    timeoutMs: num(r.timeout_ms),
+    createdAt: num(r.created_at),
+    startedAt: numOrNull(r.started_at),
+    completedAt: numOrNull(r.completed_at),
+    cancelledAt: numOrNull(r.cancelled_at),
+    updatedAt: num(r.updated_at),
+    workerId: r.worker_id,
+    leaseToken: r.lease_token,
+    leaseExpiresAt: numOrNull(r.lease_expires_at),
+    progress: r.progress,
+    result: r.result === null ? null : json(r.result),
+    error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
+  };
+}
+
+export type SummaryRow = Pick<
+  TaskRow,
+  'id' | 'status' | 'task_type' | 'model_name' | 'priority' | 'created_at' | 'started_at' | 'completed_at' | 'cancelled_at' | 'worker_id'
+>;
+
+export const SUMMARY_COLUMNS =
+  'id, status, task_type, model_name, priority, created_at, started_at, completed_at, cancelled_at, worker_id';
+
+export function rowToSummary(r: SummaryRow): TaskSummary {
+  return {
+    id: r.id,
+    status: r.status as TaskStatus,
+    taskType: r.task_type as TaskType,
+    modelName: r.model_name,
+    priority: r.priority,
+    createdAt: num(r.created_at),
+    startedAt: numOrNull(r.started_at),
+    completedAt: numOrNull(r.completed_at),
+    cancelledAt: numOrNull(r.cancelled_at),
+    workerId: r.worker_id,
+  };
+}
+
+/** ORDER BY for the list view; identical in both stores. Ties go by insertion order. */
+export function listOrderBy(sortBy: string, sortOrder: 'asc' | 'desc', tiebreak: string): string {
+  const dir = sortOrder === 'asc' ? 'ASC' : 'DESC';
+  const lead = sortBy === 'status' ? `status ${dir}, ` : sortBy === 'task_type' ? `task_type ${dir}, ` : '';
+  return `${lead}created_at ${dir}, ${tiebreak} ${dir}`;
+}

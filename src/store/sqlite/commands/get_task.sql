@@ -1,0 +1,2 @@
+-- One task by id. Params: id.
+SELECT * FROM tasks WHERE id = :id;

@@ -1,0 +1,397 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { StoreUnavailableError } from '../../core/errors.js';
+import { newLeaseToken } from '../../core/ids.js';
+import type {
+  CancelOutcome,
+  CountRow,
+  FailRequest,
+  LeasedTask,
+  LeaseOutcome,
+  LeaseRequest,
+  ListQuery,
+  ListResult,
+  ReapResult,
+  TaskStore,
+} from '../../core/store.js';
+import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js';
+import { listOrderBy, rowToSummary, rowToTask, SUMMARY_COLUMNS, type SummaryRow, type TaskRow } from '../rows.js';
+import { loadCommands, loadMigrations } from '../sql-files.js';
+
+const COMMANDS = [
+  'insert_task',
+  'get_task',
+  'lease_candidates',
+  'lease_task',
+  'heartbeat',
+  'complete_task',
+  'fail_task',
+  'release_task',
+  'cancel_task',
+  'expired_leases',
+  'requeue_or_fail_expired',
+  'fail_timed_out',
+  'queue_position',
+  'counts',
+  'recent_run_times',
+] as const;
+type Command = (typeof COMMANDS)[number];
+
+export interface SqliteStoreOptions {
+  /** File path, or ':memory:'. */
+  path: string;
+  /** FULL makes every acknowledged write survive power loss; NORMAL only a process crash. */
+  synchronous?: 'FULL' | 'NORMAL';
+}
+
+interface QueuedWrite {
+  run: () => unknown;
+  resolve: (value: any) => void;
+  reject: (err: unknown) => void;
+}
+
+/** SQLite errors that mean "the store is not usable now", as opposed to a bug. */
+const UNAVAILABLE_CODES = new Set([
+  'SQLITE_FULL',
+  'SQLITE_IOERR',
+  'SQLITE_READONLY',
+  'SQLITE_CANTOPEN',
+  'SQLITE_BUSY',
+  'SQLITE_LOCKED',
+  'SQLITE_CORRUPT',
+  'SQLITE_NOTADB',
+  'SQLITE_PERM',
+]);
+
+function isUnavailable(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code ?? '';
+  return [...UNAVAILABLE_CODES].some((c) => code === c || code.startsWith(`${c}_`)) || /database connection is not open/.test(String(err));
+}
+
+function wrap(err: unknown, what: string): unknown {
+  if (err instanceof StoreUnavailableError) return err;
+  return isUnavailable(err) ? new StoreUnavailableError(`Task store unavailable: ${what}`, err) : err;
+}
+
+/**
+ * The embedded store. better-sqlite3 is synchronous, so writes are queued and committed
+ * together (group commit): one fsync covers every write that arrived in the same turn of
+ * the event loop, and each caller's promise resolves only after its commit.
+ */
+export class SqliteTaskStore implements TaskStore {
+  readonly kind = 'sqlite' as const;
+  private readonly db: Database.Database;
+  private readonly stmt: Record<Command, Database.Statement>;
+  private readonly listCache = new Map<string, { page: Database.Statement; total: Database.Statement }>();
+  private queue: QueuedWrite[] = [];
+  private flushScheduled = false;
+  private closed = false;
+  /** Set when a commit failed; cleared by the next one that succeeds. */
+  private writeFailure: unknown = null;
+
+  static open(opts: SqliteStoreOptions): SqliteTaskStore {
+    try {
+      if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
+      return new SqliteTaskStore(new Database(opts.path), opts);
+    } catch (err) {
+      throw wrap(err, `cannot open ${opts.path}`);
+    }
+  }
+
+  private constructor(db: Database.Database, opts: SqliteStoreOptions) {
+    this.db = db;
+    db.pragma('journal_mode = WAL');
+    db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`);
+    db.pragma('busy_timeout = 5000');
+    db.pragma('foreign_keys = ON');
+    this.migrate();
+    const sql = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
+    this.stmt = {} as Record<Command, Database.Statement>;
+    for (const name of COMMANDS) this.stmt[name] = db.prepare(sql[name]);
+  }
+
+  private migrate(): void {
+    const migrations = loadMigrations(new URL('./migrations/', import.meta.url));
+    const known = migrations.at(-1)?.version ?? 0;
+    this.db.exec(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
+    );
+    this.db
+      .transaction(() => {
+        const current = (this.db.prepare('SELECT max(version) AS v FROM schema_migrations').get() as { v: number | null }).v ?? 0;
+        if (current > known) {
+          throw new Error(
+            `Database schema version ${current} is newer than this build knows (${known}); upgrade task-manager before starting it on this database`,
+          );
+        }
+        for (const m of migrations) {
+          if (m.version <= current) continue;
+          this.db.exec(m.sql);
+          this.db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, Date.now());
+        }
+      })
+      .exclusive();
+  }
+
+  /** Queues a write into the next group commit. */
+  private write<T>(run: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ run, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return;
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: unknown }> = [];
+    try {
+      this.db
+        .transaction(() => {
+          for (const w of batch) {
+            try {
+              // A nested transaction is a savepoint: one failed write leaves the others intact.
+              outcomes.push({ ok: true, value: this.db.transaction(w.run)() });
+            } catch (err) {
+              if (isUnavailable(err)) throw err;
+              outcomes.push({ ok: false, err });
+            }
+          }
+        })
+        .immediate();
+    } catch (err) {
+      this.writeFailure = err;
+      const wrapped = wrap(err, 'write failed');
+      for (const w of batch) w.reject(wrapped);
+      return;
+    }
+    this.writeFailure = null;
+    batch.forEach((w, i) => {
+      const o = outcomes[i];
+      if (o.ok) w.resolve(o.value);
+      else w.reject(o.err);
+    });
+  }
+
+  private read<T>(what: string, fn: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
+    try {
+      return Promise.resolve(fn());
+    } catch (err) {
+      return Promise.reject(wrap(err, what));
+    }
+  }
+
+  createTask(t: NewTask): Promise<TaskRecord> {
+    const params = {
+      id: t.id,
+      task_type: t.taskType,
+      model_name: t.modelName,
+      input_data: JSON.stringify(t.inputData),
+      parameters: JSON.stringify(t.parameters),
+      priority: t.priority,
+      max_attempts: t.maxAttempts,
+      timeout_ms: t.timeoutMs,
+      created_at: t.createdAt,
+    };
+    return this.write(() => rowToTask(this.stmt.insert_task.get(params) as TaskRow));
+  }
+
+  getTask(id: string): Promise<TaskRecord | null> {
+    return this.read('get task', () => {
+      const row = this.stmt.get_task.get({ id }) as TaskRow | undefined;
+      return row ? rowToTask(row) : null;
+    });
+  }
+
+  listTasks(q: ListQuery): Promise<ListResult> {
+    return this.read('list tasks', () => {
+      const where: string[] = [];
+      const params: Record<string, unknown> = { limit: q.limit, offset: q.offset };
+      if (q.status) (where.push('status = :status'), (params.status = q.status));
+      if (q.taskType) (where.push('task_type = :task_type'), (params.task_type = q.taskType));
+      if (q.modelName) (where.push('model_name = :model_name'), (params.model_name = q.modelName));
+      const key = `${where.join(' AND ')}|${q.sortBy}|${q.sortOrder}`;
+      let stmts = this.listCache.get(key);
+      if (!stmts) {
+        const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+        stmts = {
+          page: this.db.prepare(
+            `SELECT ${SUMMARY_COLUMNS} FROM tasks ${clause} ORDER BY ${listOrderBy(q.sortBy, q.sortOrder, 'seq')} LIMIT :limit OFFSET :offset`,
+          ),
+          // The counters table answers every filter combination the API offers.
+          total: this.db.prepare(`SELECT coalesce(sum(current), 0) AS n FROM task_counts ${clause}`),
+        };
+        this.listCache.set(key, stmts);
+      }
+      const { limit: _l, offset: _o, ...filter } = params;
+      const tasks = (stmts.page.all(params) as SummaryRow[]).map(rowToSummary);
+      const total = (stmts.total.get(filter) as { n: number }).n;
+      return { tasks, total };
+    });
+  }
+
+  queuePosition(task: TaskRecord): Promise<number> {
+    return this.read('queue position', () => {
+      const r = this.stmt.queue_position.get({
+        id: task.id,
+        model_name: task.modelName,
+        task_type: task.taskType,
+        priority: task.priority,
+      }) as { n: number };
+      return r.n;
+    });
+  }
+
+  cancelTask(id: string, now: number): Promise<CancelOutcome> {
+    return this.write((): CancelOutcome => {
+      const before = this.stmt.get_task.get({ id }) as TaskRow | undefined;
+      if (!before) return { kind: 'not_found' };
+      if (before.status === 'cancelled') return { kind: 'already_cancelled', task: rowToTask(before) };
+      const row = this.stmt.cancel_task.get({ id, now }) as TaskRow | undefined;
+      if (!row) return { kind: 'not_cancellable', task: rowToTask(before) };
+      return { kind: 'cancelled', task: rowToTask(row), wasRunning: before.status === 'running' };
+    });
+  }
+
+  leaseTasks(req: LeaseRequest): Promise<LeasedTask[]> {
+    if (req.limit <= 0 || req.models.length === 0) return Promise.resolve([]);
+    return this.write(() => {
+      const candidates: Array<{ seq: number; priority: number }> = [];
+      for (const m of req.models) {
+        candidates.push(
+          ...(this.stmt.lease_candidates.all({ model_name: m.modelName, task_type: m.taskType, limit: req.limit }) as Array<{
+            seq: number;
+            priority: number;
+          }>),
+        );
+      }
+      candidates.sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+      const leased: LeasedTask[] = [];
+      for (const c of candidates.slice(0, req.limit)) {
+        const leaseToken = newLeaseToken();
+        const row = this.stmt.lease_task.get({
+          seq: c.seq,
+          worker_id: req.workerId,
+          lease_token: leaseToken,
+          lease_expires_at: req.now + req.leaseMs,
+          now: req.now,
+        }) as TaskRow | undefined;
+        if (row) leased.push({ task: rowToTask(row), leaseToken });
+      }
+      return leased;
+    });
+  }
+
+  /** Explains a lease write that matched nothing: cancelled under the worker, or stale. */
+  private leaseMiss(id: string, leaseToken: string): LeaseOutcome {
+    const row = this.stmt.get_task.get({ id }) as TaskRow | undefined;
+    if (row && row.status === 'cancelled' && row.lease_token === leaseToken) return { kind: 'cancelled', task: rowToTask(row) };
+    return { kind: 'stale', task: row ? rowToTask(row) : null };
+  }
+
+  heartbeat(id: string, leaseToken: string, leaseMs: number, now: number, progress?: number): Promise<LeaseOutcome> {
+    return this.write((): LeaseOutcome => {
+      const row = this.stmt.heartbeat.get({
+        id,
+        lease_token: leaseToken,
+        lease_expires_at: now + leaseMs,
+        progress: progress ?? null,
+        now,
+      }) as TaskRow | undefined;
+      return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
+    });
+  }
+
+  completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
+    const resultJson = JSON.stringify(result);
+    return this.write((): LeaseOutcome => {
+      const row = this.stmt.complete_task.get({ id, lease_token: leaseToken, result: resultJson, now }) as TaskRow | undefined;
+      return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
+    });
+  }
+
+  failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome> {
+    return this.write((): LeaseOutcome => {
+      const row = this.stmt.fail_task.get({
+        id,
+        lease_token: leaseToken,
+        retryable: req.retryable ? 1 : 0,
+        error_code: req.error.code,
+        error_message: req.error.message,
+        now: req.now,
+      }) as TaskRow | undefined;
+      return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
+    });
+  }
+
+  releaseTask(id: string, leaseToken: string, now: number): Promise<LeaseOutcome> {
+    return this.write((): LeaseOutcome => {
+      const row = this.stmt.release_task.get({ id, lease_token: leaseToken, now }) as TaskRow | undefined;
+      return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
+    });
+  }
+
+  reapExpiredLeases(now: number, limit: number): Promise<ReapResult> {
+    return this.write((): ReapResult => {
+      const out: ReapResult = { requeued: [], failed: [] };
+      for (const { seq } of this.stmt.expired_leases.all({ now, limit }) as Array<{ seq: number }>) {
+        const row = this.stmt.requeue_or_fail_expired.get({ seq, now }) as TaskRow | undefined;
+        if (!row) continue;
+        const task = rowToTask(row);
+        (task.status === 'pending' ? out.requeued : out.failed).push(task);
+      }
+      return out;
+    });
+  }
+
+  reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]> {
+    return this.write(() =>
+      (this.stmt.fail_timed_out.all({ now, grace_ms: graceMs, limit }) as TaskRow[]).map(rowToTask),
+    );
+  }
+
+  counts(): Promise<CountRow[]> {
+    return this.read('counts', () =>
+      (this.stmt.counts.all() as Array<{ task_type: TaskType; model_name: string; status: CountRow['status']; current: number; total: number }>).map(
+        (r) => ({ taskType: r.task_type, modelName: r.model_name, status: r.status, current: r.current, total: r.total }),
+      ),
+    );
+  }
+
+  recentRunTimes(limitPerModel: number): Promise<Array<ModelRef & { meanMs: number; samples: number }>> {
+    return this.read('run times', () =>
+      (this.stmt.recent_run_times.all({ limit: limitPerModel, window: limitPerModel * 50 }) as Array<{
+        task_type: TaskType;
+        model_name: string;
+        mean_ms: number;
+        samples: number;
+      }>).map((r) => ({ taskType: r.task_type, modelName: r.model_name, meanMs: r.mean_ms, samples: r.samples })),
+    );
+  }
+
+  /** Reads the counters; after a failed commit also proves that a write commits again. */
+  ping(): Promise<void> {
+    return this.read('ping', () => {
+      this.stmt.counts.all();
+      if (this.writeFailure !== null) {
+        this.db.prepare('INSERT OR REPLACE INTO store_probe (id, at) VALUES (1, ?)').run(Date.now());
+        this.writeFailure = null;
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.queue.length) this.flush();
+    this.closed = true;
+    this.db.close();
+  }
+}

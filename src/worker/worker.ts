@@ -1,0 +1,241 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { EngineError, RetryableEngineError, type Engine } from '../core/engine.js';
+import type { LeasedTask } from '../core/store.js';
+import type { ModelRef, TaskError } from '../core/task.js';
+import type { WorkerTransport } from './transport.js';
+
+export interface ServedModel extends ModelRef {
+  engine: Engine;
+  modelOptions: Record<string, unknown>;
+}
+
+export interface WorkerLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  child?(bindings: object): WorkerLogger;
+}
+
+export interface WorkerOptions {
+  id?: string;
+  transport: WorkerTransport;
+  models: ServedModel[];
+  concurrency: number;
+  /** How often a running task's lease is extended (and cancels are learnt on HTTP). */
+  heartbeatMs: number;
+  /** How long one lease long-poll may wait. */
+  leaseWaitMs?: number;
+  hardware?: Record<string, unknown>;
+  log?: WorkerLogger;
+}
+
+/** Why a running task's engine was told to stop. */
+type StopReason = 'cancelled' | 'timeout' | 'lost' | 'shutdown';
+
+interface Running {
+  leased: LeasedTask;
+  controller: AbortController;
+  progress: number | undefined;
+  done: Promise<void>;
+}
+
+const noopLog: WorkerLogger = { info() {}, warn() {}, error() {} };
+const modelKey = (m: ModelRef): string => `${m.taskType}\u0000${m.modelName}`;
+
+export const defaultWorkerId = (): string => `worker_${hostname()}_${randomBytes(3).toString('hex')}`;
+
+/**
+ * The worker runtime: leases tasks for the models it serves, runs each on its engine with an
+ * AbortSignal, heartbeats, and reports the outcome under the lease token.
+ */
+export class Worker {
+  readonly id: string;
+  private readonly transport: WorkerTransport;
+  private readonly served = new Map<string, ServedModel>();
+  private readonly running = new Map<string, Running>();
+  private readonly stopController = new AbortController();
+  private readonly log: WorkerLogger;
+  private loop: Promise<void> | null = null;
+  private slotFreed: (() => void) | null = null;
+  private offCancel: (() => void) | null = null;
+
+  constructor(private readonly opts: WorkerOptions) {
+    this.id = opts.id ?? defaultWorkerId();
+    this.transport = opts.transport;
+    for (const m of opts.models) this.served.set(modelKey(m), m);
+    this.log = opts.log ?? noopLog;
+  }
+
+  get activeTasks(): string[] {
+    return [...this.running.keys()];
+  }
+
+  async start(): Promise<void> {
+    if (this.loop) return;
+    await this.transport.register({
+      workerId: this.id,
+      models: this.opts.models.map(({ taskType, modelName }) => ({ taskType, modelName })),
+      concurrency: this.opts.concurrency,
+      hardware: this.opts.hardware,
+    });
+    this.offCancel = this.transport.onCancel((taskId) => this.stopTask(taskId, 'cancelled'));
+    this.loop = this.leaseLoop();
+  }
+
+  private async leaseLoop(): Promise<void> {
+    const signal = this.stopController.signal;
+    const models = this.opts.models.map(({ taskType, modelName }) => ({ taskType, modelName }));
+    let backoffMs = 100;
+    while (!signal.aborted) {
+      const free = this.opts.concurrency - this.running.size;
+      if (free <= 0) {
+        await new Promise<void>((resolve) => (this.slotFreed = resolve));
+        continue;
+      }
+      try {
+        const leased = await this.transport.lease(models, free, this.opts.leaseWaitMs ?? 30_000, signal);
+        backoffMs = 100;
+        for (const l of leased) this.runTask(l);
+      } catch (err) {
+        if (signal.aborted) break;
+        this.log.warn({ err, backoffMs }, 'lease failed; retrying');
+        await sleep(backoffMs, signal);
+        backoffMs = Math.min(backoffMs * 2, 5_000);
+      }
+    }
+  }
+
+  private runTask(leased: LeasedTask): void {
+    const entry: Running = { leased, controller: new AbortController(), progress: undefined, done: Promise.resolve() };
+    this.running.set(leased.task.id, entry);
+    entry.done = this.execute(entry).finally(() => {
+      this.running.delete(leased.task.id);
+      this.slotFreed?.();
+      this.slotFreed = null;
+    });
+  }
+
+  private async execute(entry: Running): Promise<void> {
+    const { task, leaseToken } = entry.leased;
+    const { controller } = entry;
+    const log = this.log.child?.({ task_id: task.id, worker_id: this.id }) ?? this.log;
+    const served = this.served.get(modelKey(task));
+    if (!served) {
+      await this.report(() =>
+        this.transport.fail(task.id, leaseToken, { code: 'MODEL_NOT_SERVED', message: `Worker ${this.id} does not serve ${task.modelName}` }, true),
+      );
+      return;
+    }
+    const elapsed = task.startedAt !== null ? Date.now() - task.startedAt : 0;
+    const timeout = setTimeout(() => this.stopTask(task.id, 'timeout'), Math.max(0, task.timeoutMs - elapsed));
+    const heartbeat = setInterval(() => {
+      this.transport
+        .heartbeat(task.id, leaseToken, entry.progress)
+        .then((state) => {
+          if (state === 'cancelled') this.stopTask(task.id, 'cancelled');
+          else if (state === 'stale') this.stopTask(task.id, 'lost');
+        })
+        .catch((err) => log.warn({ err }, 'heartbeat failed'));
+    }, this.opts.heartbeatMs);
+    try {
+      const { result } = await served.engine.run(
+        {
+          id: task.id,
+          taskType: task.taskType,
+          modelName: task.modelName,
+          inputData: task.inputData,
+          parameters: task.parameters,
+          modelOptions: served.modelOptions,
+        },
+        {
+          signal: controller.signal,
+          reportProgress: (p) => {
+            if (Number.isFinite(p)) entry.progress = Math.min(1, Math.max(0, p));
+          },
+        },
+      );
+      if (controller.signal.aborted) await this.afterStop(entry, controller.signal.reason as StopReason, log);
+      else await this.report(() => this.transport.complete(task.id, leaseToken, result), log);
+    } catch (err) {
+      if (controller.signal.aborted) {
+        await this.afterStop(entry, controller.signal.reason as StopReason, log);
+      } else {
+        const { error, retryable } = describeFailure(err);
+        log.warn({ err, code: error.code }, 'engine failed');
+        await this.report(() => this.transport.fail(task.id, leaseToken, error, retryable), log);
+      }
+    } finally {
+      clearTimeout(timeout);
+      clearInterval(heartbeat);
+    }
+  }
+
+  private async afterStop(entry: Running, reason: StopReason, log: WorkerLogger): Promise<void> {
+    const { task, leaseToken } = entry.leased;
+    if (reason === 'timeout') {
+      const error = { code: 'TIMEOUT', message: `Task exceeded its timeout of ${task.timeoutMs / 1000} s` };
+      await this.report(() => this.transport.fail(task.id, leaseToken, error, false), log);
+    } else if (reason === 'shutdown') {
+      await this.report(() => this.transport.release(task.id, leaseToken), log);
+    } else {
+      log.info({ reason }, 'task stopped');
+    }
+  }
+
+  private async report(send: () => Promise<unknown>, log: WorkerLogger = this.log): Promise<void> {
+    // A report that cannot be delivered is not lost work: the lease expires and the task is retried.
+    try {
+      await send();
+    } catch (err) {
+      log.error({ err }, 'could not report task outcome');
+    }
+  }
+
+  /** Aborts a running task's engine; the engine's promise settles soon after. */
+  stopTask(taskId: string, reason: StopReason): boolean {
+    const entry = this.running.get(taskId);
+    if (!entry || entry.controller.signal.aborted) return false;
+    entry.controller.abort(reason);
+    return true;
+  }
+
+  /**
+   * Stops leasing, lets running tasks finish for up to `graceMs`, then stops the rest and
+   * gives them back to the queue.
+   */
+  async stop(graceMs = 0): Promise<void> {
+    this.stopController.abort();
+    this.slotFreed?.();
+    await this.loop;
+    const all = [...this.running.values()].map((r) => r.done);
+    if (all.length) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(all), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+      for (const id of this.running.keys()) this.stopTask(id, 'shutdown');
+      await Promise.all([...this.running.values()].map((r) => r.done));
+    }
+    this.offCancel?.();
+    await this.transport.unregister().catch(() => {});
+  }
+}
+
+function describeFailure(err: unknown): { error: TaskError; retryable: boolean } {
+  if (err instanceof RetryableEngineError) return { error: { code: err.code, message: err.message }, retryable: true };
+  if (err instanceof EngineError) return { error: { code: err.code, message: err.message }, retryable: false };
+  const message = err instanceof Error ? err.message : String(err);
+  return { error: { code: 'ENGINE_ERROR', message: message.slice(0, 2000) }, retryable: false };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
