@@ -1,0 +1,145 @@
+// Shared helpers for the benchmarks in this folder: child-process servers, readiness polling,
+// and an autocannon run that stops gracefully (every request sent gets its response counted).
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import autocannon from 'autocannon';
+
+export const ROOT = new URL('..', import.meta.url).pathname;
+
+export function envNumber(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
+  return v;
+}
+
+/** A port that was free a moment ago (the OS picks it). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Spawns `node <args>` from the project root; its stderr is passed through, prefixed. */
+export function startNode(label, args, env) {
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  child.stderr.on('data', (d) => process.stderr.write(`[${label}] ${d}`));
+  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  return child;
+}
+
+/** Polls `url` until any HTTP response comes back (no fixed sleeps). */
+export async function waitForHttp(url, child, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let exited = null;
+  child.exited.then((e) => (exited = e));
+  for (;;) {
+    if (exited) throw new Error(`server exited before answering ${url}: ${JSON.stringify(exited)}`);
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      return res.status;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`no answer from ${url} within ${timeoutMs} ms`);
+      await sleep(50);
+    }
+  }
+}
+
+export async function stopChild(child, signal = 'SIGTERM') {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exited;
+  child.kill(signal);
+  return child.exited;
+}
+
+/** VmRSS of a process, in MiB (Linux). */
+export function rssMiB(pid) {
+  const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/**
+ * Runs autocannon for `durationS` seconds, then stops each connection only after the
+ * response to its last request arrives, so `2xx` counts every request the server answered
+ * with success and no request is left in flight. (Plain duration mode destroys sockets with
+ * requests still in flight: the server may commit those, but autocannon never counts them.)
+ *
+ * rps is computed over the exact span from the start to the last connection finishing,
+ * rather than autocannon's per-second samples, whose last sample is partial.
+ */
+export async function measure({ url, method = 'GET', body, headers, connections, durationS, title }) {
+  const clients = [];
+  const t0 = performance.now();
+  let tEnd = 0;
+  let doneCount = 0;
+  const instance = autocannon({
+    url,
+    method,
+    body,
+    headers,
+    connections,
+    // autocannon's own timer is only a backstop; our deadline below ends the run.
+    duration: durationS + 30,
+    timeout: 10,
+    setupClient(client) {
+      clients.push(client);
+      client.on('done', () => {
+        if (++doneCount === connections) tEnd = performance.now();
+      });
+    },
+  });
+  const deadline = setTimeout(() => {
+    // Allow no new requests: each client destroys itself once its in-flight request's
+    // response has been counted (httpClient checks responseMax before every request).
+    for (const c of clients) c.responseMax = Math.max(1, c.reqsMade);
+  }, durationS * 1000);
+  const result = await instance;
+  clearTimeout(deadline);
+  if (!tEnd) tEnd = performance.now();
+  const elapsedS = (tEnd - t0) / 1000;
+  const responses = result['2xx'] + result.non2xx;
+  const sent = clients.reduce((n, c) => n + c.reqsMade, 0);
+  return {
+    title,
+    url,
+    connections,
+    elapsedS,
+    sent,
+    responses,
+    ok2xx: result['2xx'],
+    non2xx: result.non2xx,
+    statusCodes: result.statusCodeStats,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    rps: result['2xx'] / elapsedS,
+    latency: {
+      p50: result.latency.p50,
+      p90: result.latency.p90,
+      p99: result.latency.p99,
+      max: result.latency.max,
+      mean: result.latency.average,
+    },
+  };
+}
+
+export function table(rows, columns) {
+  const cells = rows.map((r) => columns.map(([, get]) => String(get(r))));
+  const widths = columns.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (vals) => vals.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ');
+  return [line(columns.map(([h]) => h)), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n');
+}
+
+export const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : String(n));

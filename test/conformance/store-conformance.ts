@@ -1,0 +1,297 @@
+/**
+ * One behaviour contract for every TaskStore. Each store's test file calls
+ * `runStoreConformance` with a factory that gives a fresh, empty store.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { newTaskId } from '../../src/core/ids.js';
+import type { TaskStore } from '../../src/core/store.js';
+import type { NewTask, TaskType } from '../../src/core/task.js';
+
+export interface StoreFixture {
+  store: TaskStore;
+  cleanup: () => Promise<void>;
+}
+
+const LLM = { taskType: 'text_generation' as TaskType, modelName: 'llm-a' };
+const TTS = { taskType: 'text_to_speech' as TaskType, modelName: 'tts-a' };
+
+let clock = 1_700_000_000_000;
+function newTask(over: Partial<NewTask> = {}): NewTask {
+  clock += 1;
+  return {
+    id: newTaskId(clock),
+    taskType: LLM.taskType,
+    modelName: LLM.modelName,
+    inputData: { prompt: 'hello' },
+    parameters: { temperature: 0.5 },
+    priority: 0,
+    maxAttempts: 3,
+    timeoutMs: 60_000,
+    createdAt: clock,
+    ...over,
+  };
+}
+
+export function runStoreConformance(name: string, factory: () => Promise<StoreFixture>): void {
+  describe(`TaskStore conformance: ${name}`, () => {
+    let fx: StoreFixture;
+    let store: TaskStore;
+    const now = () => clock + 1000;
+
+    beforeEach(async () => {
+      fx = await factory();
+      store = fx.store;
+    });
+    afterEach(async () => {
+      await fx.cleanup();
+    });
+
+    async function leaseOne(workerId = 'w1', leaseMs = 30_000, at = now()) {
+      const leased = await store.leaseTasks({ workerId, models: [LLM], limit: 1, leaseMs, now: at });
+      expect(leased).toHaveLength(1);
+      return leased[0];
+    }
+
+    it('creates a pending task and reads it back unchanged', async () => {
+      const t = newTask({ inputData: { prompt: 'héllo ✓', nested: { a: [1, 2] } }, priority: 7 });
+      const created = await store.createTask(t);
+      expect(created).toMatchObject({
+        id: t.id,
+        status: 'pending',
+        taskType: 'text_generation',
+        modelName: 'llm-a',
+        priority: 7,
+        attempts: 0,
+        maxAttempts: 3,
+        timeoutMs: 60_000,
+        createdAt: t.createdAt,
+        startedAt: null,
+        workerId: null,
+        result: null,
+        error: null,
+      });
+      expect(await store.getTask(t.id)).toEqual(created);
+      expect((await store.getTask(t.id))!.inputData).toEqual({ prompt: 'héllo ✓', nested: { a: [1, 2] } });
+      expect(await store.getTask(newTaskId())).toBeNull();
+    });
+
+    it('leases highest priority first, then oldest, only for the models asked', async () => {
+      const low = await store.createTask(newTask({ priority: 0 }));
+      const high = await store.createTask(newTask({ priority: 5 }));
+      const low2 = await store.createTask(newTask({ priority: 0 }));
+      await store.createTask(newTask({ ...TTS, priority: 100 }));
+      const leased = await store.leaseTasks({ workerId: 'w1', models: [LLM], limit: 10, leaseMs: 30_000, now: now() });
+      expect(leased.map((l) => l.task.id)).toEqual([high.id, low.id, low2.id]);
+      for (const l of leased) {
+        expect(l.task.status).toBe('running');
+        expect(l.task.workerId).toBe('w1');
+        expect(l.task.attempts).toBe(1);
+        expect(l.task.leaseExpiresAt).toBe(now() + 30_000);
+        expect(l.task.startedAt).toBe(now());
+        expect(l.leaseToken).toMatch(/^[0-9a-f]{32}$/);
+      }
+      expect(new Set(leased.map((l) => l.leaseToken)).size).toBe(3);
+      expect(await store.leaseTasks({ workerId: 'w1', models: [LLM], limit: 10, leaseMs: 30_000, now: now() })).toEqual([]);
+    });
+
+    it('merges several models by priority and respects the limit', async () => {
+      const a = await store.createTask(newTask({ priority: 1 }));
+      const b = await store.createTask(newTask({ ...TTS, priority: 3 }));
+      await store.createTask(newTask({ priority: 0 }));
+      const leased = await store.leaseTasks({ workerId: 'w', models: [LLM, TTS], limit: 2, leaseMs: 1000, now: now() });
+      expect(leased.map((l) => l.task.id)).toEqual([b.id, a.id]);
+    });
+
+    it('never hands the same task to two concurrent leases', async () => {
+      for (let i = 0; i < 40; i++) await store.createTask(newTask());
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => store.leaseTasks({ workerId: `w${i}`, models: [LLM], limit: 7, leaseMs: 30_000, now: now() })),
+      );
+      const ids = results.flat().map((l) => l.task.id);
+      expect(ids).toHaveLength(40);
+      expect(new Set(ids).size).toBe(40);
+    });
+
+    it('heartbeat extends the lease and records progress; a wrong token is stale', async () => {
+      await store.createTask(newTask());
+      const l = await leaseOne('w1', 1000);
+      const hb = await store.heartbeat(l.task.id, l.leaseToken, 5000, now() + 500, 0.4);
+      expect(hb.kind).toBe('ok');
+      if (hb.kind !== 'ok') return;
+      expect(hb.task.leaseExpiresAt).toBe(now() + 5500);
+      expect(hb.task.progress).toBeCloseTo(0.4);
+      const kept = await store.heartbeat(l.task.id, l.leaseToken, 5000, now() + 600);
+      expect(kept.kind === 'ok' && kept.task.progress).toBeCloseTo(0.4);
+      expect((await store.heartbeat(l.task.id, 'f'.repeat(32), 5000, now())).kind).toBe('stale');
+    });
+
+    it('completes only under the current lease token; a stale token changes nothing', async () => {
+      await store.createTask(newTask());
+      const l = await leaseOne();
+      const stale = await store.completeTask(l.task.id, '0'.repeat(32), { x: 1 }, now());
+      expect(stale.kind).toBe('stale');
+      expect((await store.getTask(l.task.id))!.status).toBe('running');
+      const ok = await store.completeTask(l.task.id, l.leaseToken, { generated_text: 'hi' }, now() + 10);
+      expect(ok.kind).toBe('ok');
+      const done = await store.getTask(l.task.id);
+      expect(done).toMatchObject({ status: 'completed', result: { generated_text: 'hi' }, completedAt: now() + 10, progress: 1 });
+      const again = await store.completeTask(l.task.id, l.leaseToken, { generated_text: 'twice' }, now() + 20);
+      expect(again.kind).toBe('stale');
+      expect((await store.getTask(l.task.id))!.result).toEqual({ generated_text: 'hi' });
+      expect((await store.failTask(l.task.id, l.leaseToken, { error: { code: 'X', message: 'x' }, retryable: false, now: now() })).kind).toBe('stale');
+    });
+
+    it('a retryable failure requeues while attempts remain, then fails', async () => {
+      const t = await store.createTask(newTask({ maxAttempts: 2 }));
+      const l1 = await leaseOne();
+      const r1 = await store.failTask(t.id, l1.leaseToken, { error: { code: 'GPU_LOST', message: 'device lost' }, retryable: true, now: now() });
+      expect(r1.kind === 'ok' && r1.task).toMatchObject({ status: 'pending', attempts: 1, workerId: null, startedAt: null });
+      const l2 = await leaseOne('w2');
+      expect(l2.task.attempts).toBe(2);
+      const r2 = await store.failTask(t.id, l2.leaseToken, { error: { code: 'GPU_LOST', message: 'again' }, retryable: true, now: now() });
+      expect(r2.kind === 'ok' && r2.task).toMatchObject({ status: 'failed', error: { code: 'GPU_LOST', message: 'again' } });
+    });
+
+    it('a non-retryable failure fails at once', async () => {
+      const t = await store.createTask(newTask());
+      const l = await leaseOne();
+      const r = await store.failTask(t.id, l.leaseToken, { error: { code: 'ENGINE_ERROR', message: 'bad' }, retryable: false, now: now() });
+      expect(r.kind === 'ok' && r.task).toMatchObject({ status: 'failed', attempts: 1, completedAt: now(), error: { code: 'ENGINE_ERROR' } });
+    });
+
+    it('cancels pending and running tasks, refuses finished ones, and is idempotent', async () => {
+      const p = await store.createTask(newTask());
+      const c1 = await store.cancelTask(p.id, now());
+      expect(c1.kind).toBe('cancelled');
+      expect(c1.kind === 'cancelled' && c1.task).toMatchObject({ status: 'cancelled', cancelledAt: now() });
+      expect(c1.kind === 'cancelled' && c1.wasRunning).toBe(false);
+      expect((await store.cancelTask(p.id, now() + 5)).kind).toBe('already_cancelled');
+      expect((await store.getTask(p.id))!.cancelledAt).toBe(now());
+
+      await store.createTask(newTask());
+      const l = await leaseOne();
+      const c2 = await store.cancelTask(l.task.id, now());
+      expect(c2.kind === 'cancelled' && c2.wasRunning).toBe(true);
+      // The worker holding the lease learns of the cancel, and cannot complete it.
+      expect((await store.heartbeat(l.task.id, l.leaseToken, 1000, now())).kind).toBe('cancelled');
+      expect((await store.completeTask(l.task.id, l.leaseToken, { x: 1 }, now())).kind).toBe('cancelled');
+      expect((await store.getTask(l.task.id))!.status).toBe('cancelled');
+
+      await store.createTask(newTask());
+      const l3 = await leaseOne();
+      await store.completeTask(l3.task.id, l3.leaseToken, {}, now());
+      const c3 = await store.cancelTask(l3.task.id, now());
+      expect(c3.kind === 'not_cancellable' && c3.task.status).toBe('completed');
+      expect((await store.cancelTask(newTaskId(), now())).kind).toBe('not_found');
+    });
+
+    it('requeues expired leases and fences the old holder out', async () => {
+      const t = await store.createTask(newTask({ maxAttempts: 2 }));
+      const l1 = await leaseOne('w1', 1000, now());
+      expect((await store.reapExpiredLeases(now() + 999, 100)).requeued).toHaveLength(0);
+      const r = await store.reapExpiredLeases(now() + 1001, 100);
+      expect(r.requeued.map((x) => x.id)).toEqual([t.id]);
+      expect(r.requeued[0]).toMatchObject({ status: 'pending', attempts: 1, workerId: null, leaseToken: null });
+      const l2 = await leaseOne('w2', 1000, now() + 2000);
+      expect(l2.task.attempts).toBe(2);
+      // The first worker comes back late: its token no longer counts.
+      expect((await store.completeTask(t.id, l1.leaseToken, { late: true }, now() + 2100)).kind).toBe('stale');
+      expect((await store.heartbeat(t.id, l1.leaseToken, 1000, now() + 2100)).kind).toBe('stale');
+      // Attempts spent: the next expiry fails it.
+      const r2 = await store.reapExpiredLeases(now() + 5000, 100);
+      expect(r2.failed.map((x) => x.id)).toEqual([t.id]);
+      expect(r2.failed[0]).toMatchObject({ status: 'failed', error: { code: 'LEASE_EXPIRED' } });
+      expect((await store.completeTask(t.id, l2.leaseToken, {}, now() + 5100)).kind).toBe('stale');
+    });
+
+    it('fails running tasks that outlive their timeout', async () => {
+      const t = await store.createTask(newTask({ timeoutMs: 1000 }));
+      await leaseOne('w1', 60_000, now());
+      expect(await store.reapTimedOut(now() + 1500, 1000, 10)).toHaveLength(0);
+      const timedOut = await store.reapTimedOut(now() + 2500, 1000, 10);
+      expect(timedOut.map((x) => x.id)).toEqual([t.id]);
+      expect(timedOut[0]).toMatchObject({ status: 'failed', error: { code: 'TIMEOUT' } });
+    });
+
+    it('release gives a task back without spending an attempt', async () => {
+      const t = await store.createTask(newTask());
+      const l = await leaseOne();
+      const r = await store.releaseTask(t.id, l.leaseToken, now());
+      expect(r.kind === 'ok' && r.task).toMatchObject({ status: 'pending', attempts: 0, workerId: null });
+      expect((await store.releaseTask(t.id, l.leaseToken, now())).kind).toBe('stale');
+    });
+
+    it('lists with filters, sorting, pagination and exact totals', async () => {
+      const made = [];
+      for (let i = 0; i < 6; i++) made.push(await store.createTask(newTask(i % 2 ? TTS : LLM)));
+      const l = await leaseOne();
+      await store.completeTask(l.task.id, l.leaseToken, {}, now());
+      await store.cancelTask(made[1].id, now());
+
+      const all = await store.listTasks({ limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'desc' });
+      expect(all.total).toBe(6);
+      expect(all.tasks.map((t) => t.id)).toEqual(made.map((t) => t.id).reverse());
+      const asc = await store.listTasks({ limit: 2, offset: 1, sortBy: 'created_at', sortOrder: 'asc' });
+      expect(asc.tasks.map((t) => t.id)).toEqual([made[1].id, made[2].id]);
+      expect(asc.total).toBe(6);
+
+      const pending = await store.listTasks({ status: 'pending', limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'desc' });
+      expect(pending.total).toBe(4);
+      expect(pending.tasks.every((t) => t.status === 'pending')).toBe(true);
+      const tts = await store.listTasks({ taskType: 'text_to_speech', limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'asc' });
+      expect(tts.total).toBe(3);
+      expect(tts.tasks.map((t) => t.id)).toEqual([made[1].id, made[3].id, made[5].id]);
+      const byModel = await store.listTasks({ modelName: 'llm-a', status: 'completed', limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'desc' });
+      expect(byModel.total).toBe(1);
+      expect(byModel.tasks[0]).toMatchObject({ id: made[0].id, status: 'completed' });
+
+      const byStatus = await store.listTasks({ limit: 50, offset: 0, sortBy: 'status', sortOrder: 'asc' });
+      expect(byStatus.tasks.map((t) => t.status)).toEqual(['cancelled', 'completed', 'pending', 'pending', 'pending', 'pending']);
+      const byType = await store.listTasks({ limit: 50, offset: 0, sortBy: 'task_type', sortOrder: 'desc' });
+      expect(byType.tasks.map((t) => t.taskType)).toEqual([...Array(3).fill('text_to_speech'), ...Array(3).fill('text_generation')]);
+      const beyond = await store.listTasks({ limit: 10, offset: 100, sortBy: 'created_at', sortOrder: 'desc' });
+      expect(beyond).toEqual({ tasks: [], total: 6 });
+    });
+
+    it('keeps current and all-time counts per model and status', async () => {
+      const a = await store.createTask(newTask());
+      await store.createTask(newTask());
+      await store.createTask(newTask(TTS));
+      const l = await leaseOne();
+      await store.failTask(l.task.id, l.leaseToken, { error: { code: 'E', message: 'e' }, retryable: true, now: now() });
+      const l2 = await leaseOne();
+      await store.completeTask(l2.task.id, l2.leaseToken, {}, now());
+      void a;
+      const rows = await store.counts();
+      const get = (m: string, s: string) => rows.find((r) => r.modelName === m && r.status === s) ?? { current: 0, total: 0 };
+      expect(get('llm-a', 'pending')).toMatchObject({ current: 1, total: 3 }); // 2 created + 1 requeue
+      expect(get('llm-a', 'running')).toMatchObject({ current: 0, total: 2 });
+      expect(get('llm-a', 'completed')).toMatchObject({ current: 1, total: 1 });
+      expect(get('tts-a', 'pending')).toMatchObject({ current: 1, total: 1 });
+    });
+
+    it('reports queue position in lease order', async () => {
+      const a = await store.createTask(newTask());
+      const b = await store.createTask(newTask());
+      const urgent = await store.createTask(newTask({ priority: 10 }));
+      await store.createTask(newTask(TTS));
+      expect(await store.queuePosition(urgent)).toBe(0);
+      expect(await store.queuePosition(a)).toBe(1);
+      expect(await store.queuePosition(b)).toBe(2);
+    });
+
+    it('reports mean run times of recent completions', async () => {
+      for (const ms of [100, 300]) {
+        await store.createTask(newTask());
+        const l = await leaseOne('w', 30_000, now());
+        await store.completeTask(l.task.id, l.leaseToken, {}, now() + ms);
+      }
+      const rows = await store.recentRunTimes(10);
+      expect(rows).toEqual([{ taskType: 'text_generation', modelName: 'llm-a', meanMs: 200, samples: 2 }]);
+    });
+
+    it('answers ping while open', async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+  });
+}

@@ -1,0 +1,69 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { newTaskId } from '../src/core/ids.js';
+import { SqliteTaskStore } from '../src/store/sqlite/sqlite-store.js';
+import { runStoreConformance } from './conformance/store-conformance.js';
+import { tempDir } from './helpers/server.js';
+
+runStoreConformance('sqlite', async () => {
+  const dir = tempDir();
+  const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db'), synchronous: 'NORMAL' });
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      dir.cleanup();
+    },
+  };
+});
+
+describe('SqliteTaskStore specifics', () => {
+  it('keeps tasks across close and reopen', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'tasks.db');
+    const s1 = SqliteTaskStore.open({ path });
+    const id = newTaskId();
+    await s1.createTask({ id, taskType: 'text_generation', modelName: 'm', inputData: { prompt: 'p' }, parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 1000, createdAt: Date.now() });
+    await s1.close();
+    const s2 = SqliteTaskStore.open({ path });
+    expect((await s2.getTask(id))?.status).toBe('pending');
+    await s2.close();
+    dir.cleanup();
+  });
+
+  it('commits writes that arrive together in one group, each resolving after commit', async () => {
+    const dir = tempDir();
+    const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });
+    const now = Date.now();
+    const created = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        store.createTask({ id: newTaskId(now + i), taskType: 'text_generation', modelName: 'm', inputData: { prompt: String(i) }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: now + i }),
+      ),
+    );
+    expect(new Set(created.map((t) => t.id)).size).toBe(200);
+    expect((await store.listTasks({ limit: 1, offset: 0, sortBy: 'created_at', sortOrder: 'desc' })).total).toBe(200);
+    await store.close();
+    dir.cleanup();
+  });
+
+  it('refuses a database whose schema is newer than this build', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'tasks.db');
+    const s = SqliteTaskStore.open({ path });
+    await s.close();
+    const Database = (await import('better-sqlite3')).default;
+    const db = new Database(path);
+    db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, ?, ?)').run('999_future', Date.now());
+    db.close();
+    expect(() => SqliteTaskStore.open({ path })).toThrow(/schema version 999 is newer/);
+    dir.cleanup();
+  });
+
+  it('rejects writes after close with SERVICE_UNAVAILABLE', async () => {
+    const dir = tempDir();
+    const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });
+    await store.close();
+    await expect(store.getTask(newTaskId())).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    dir.cleanup();
+  });
+});
