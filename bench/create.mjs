@@ -30,8 +30,8 @@ process.on('exit', () => {
 });
 for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
 
-async function bench(label, url) {
-  const common = { url, method: 'POST', body: BODY, headers: HEADERS, connections: CONNECTIONS };
+async function bench(label, url, serverPid) {
+  const common = { url, method: 'POST', body: BODY, headers: HEADERS, connections: CONNECTIONS, serverPid };
   const warm = await measure({ ...common, durationS: WARMUP, title: `${label} warm-up` });
   const run = await measure({ ...common, durationS: DURATION, title: label });
   return { warm, run };
@@ -53,7 +53,7 @@ const ours = startNode('task-manager', ['dist/cli/main.js', 'serve'], {
 });
 children.add(ours);
 await waitForHttp(`http://127.0.0.1:${ourPort}/health`, ours);
-const our = await bench('task-manager POST /tasks', `http://127.0.0.1:${ourPort}/tasks`);
+const our = await bench('task-manager POST /tasks', `http://127.0.0.1:${ourPort}/tasks`, ours.pid);
 
 // Durability: kill -9 with no shutdown, then count what the file holds.
 ours.kill('SIGKILL');
@@ -73,7 +73,7 @@ const barePort = await freePort();
 const bareChild = startNode('bare', ['bench/bare-server.mjs'], { PORT: String(barePort) });
 children.add(bareChild);
 await waitForHttp(`http://127.0.0.1:${barePort}/`, bareChild);
-const bare = await bench('bare fastify POST /tasks', `http://127.0.0.1:${barePort}/tasks`);
+const bare = await bench('bare fastify POST /tasks', `http://127.0.0.1:${barePort}/tasks`, bareChild.pid);
 await stopChild(bareChild);
 children.delete(bareChild);
 
@@ -92,6 +92,8 @@ console.log(
     ['p90 ms', (r) => fmt(r.latency.p90, 0)],
     ['p99 ms', (r) => fmt(r.latency.p99, 0)],
     ['max ms', (r) => fmt(r.latency.max, 0)],
+    ['srv CPU%', (r) => fmt(r.serverCpuPct, 0)],
+    ['srv CPU us/req', (r) => fmt(r.serverCpuUsPerReq, 0)],
   ]),
 );
 for (const r of all) {

@@ -65,6 +65,15 @@ export async function stopChild(child, signal = 'SIGTERM') {
   return child.exited;
 }
 
+/** CPU seconds (user + system) a process has used so far (Linux, /proc/<pid>/stat). */
+export function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name.
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64
+
 /** VmRSS of a process, in MiB (Linux). */
 export function rssMiB(pid) {
   const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -80,8 +89,9 @@ export function rssMiB(pid) {
  * rps is computed over the exact span from the start to the last connection finishing,
  * rather than autocannon's per-second samples, whose last sample is partial.
  */
-export async function measure({ url, method = 'GET', body, headers, connections, durationS, title }) {
+export async function measure({ url, method = 'GET', body, headers, connections, durationS, title, serverPid }) {
   const clients = [];
+  const cpu0 = serverPid ? cpuSeconds(serverPid) : NaN;
   const t0 = performance.now();
   let tEnd = 0;
   let doneCount = 0;
@@ -110,6 +120,7 @@ export async function measure({ url, method = 'GET', body, headers, connections,
   clearTimeout(deadline);
   if (!tEnd) tEnd = performance.now();
   const elapsedS = (tEnd - t0) / 1000;
+  const serverCpuS = serverPid ? cpuSeconds(serverPid) - cpu0 : NaN;
   const responses = result['2xx'] + result.non2xx;
   const sent = clients.reduce((n, c) => n + c.reqsMade, 0);
   return {
@@ -125,6 +136,9 @@ export async function measure({ url, method = 'GET', body, headers, connections,
     errors: result.errors,
     timeouts: result.timeouts,
     rps: result['2xx'] / elapsedS,
+    /** Server CPU per answered request, microseconds (both cores count; 10 ms tick resolution). */
+    serverCpuUsPerReq: (serverCpuS * 1e6) / Math.max(1, result['2xx'] + result.non2xx),
+    serverCpuPct: (serverCpuS / elapsedS) * 100,
     latency: {
       p50: result.latency.p50,
       p90: result.latency.p90,

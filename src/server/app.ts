@@ -102,6 +102,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  // JSON is the only body this API takes; anything else is 415, not a string to validate.
+  app.removeContentTypeParser('text/plain');
+
   // Bodies are taken as sent; query strings are text, so they are coerced.
   const bodyAjv = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: false, allErrors: false, strict: false });
   const queryAjv = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: 'array', allErrors: false, strict: false });

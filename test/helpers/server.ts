@@ -40,6 +40,7 @@ export async function startServer(
     TASK_MANAGER_RATE_LIMIT: 'false',
     TASK_MANAGER_LOG_LEVEL: 'silent',
     TASK_MANAGER_SQLITE_SYNCHRONOUS: 'NORMAL',
+    TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: '0',
     PORT: '0',
     ...opts.env,
   });
