@@ -55,13 +55,13 @@ export class GateEngine implements Engine {
   }
 
   finish(taskId: string, result: Record<string, unknown>): void {
-    const p = this.runs.find((r) => r.task.id === taskId);
+    const p = this.runs.findLast((r) => r.task.id === taskId);
     if (!p) throw new Error(`no run for ${taskId}`);
     p.resolve({ result });
   }
 
   failRun(taskId: string, err: Error): void {
-    const p = this.runs.find((r) => r.task.id === taskId);
+    const p = this.runs.findLast((r) => r.task.id === taskId);
     if (!p) throw new Error(`no run for ${taskId}`);
     p.reject(err);
   }
