@@ -1,0 +1,44 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseDatabaseUrl } from '../src/config.js';
+
+describe('configuration', () => {
+  it('has the documented defaults', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ port: 8002, host: '127.0.0.1', databaseUrl: 'sqlite:./data/task-manager.db' });
+    expect(c.rateLimit).toEqual({ enabled: true, perMinute: 100, burst: 20, burstWindowSeconds: 10 });
+  });
+
+  it('reads environment variables, then overrides on top', () => {
+    const c = loadConfig({ PORT: '9000', HOST: '0.0.0.0', DATABASE_URL: 'sqlite:/tmp/x.db', TASK_MANAGER_RATE_LIMIT_BURST: '5' }, { PORT: '9100' });
+    expect(c).toMatchObject({ port: 9100, host: '0.0.0.0', databaseUrl: 'sqlite:/tmp/x.db' });
+    expect(c.rateLimit.burst).toBe(5);
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, /PORT must be an integer/],
+    [{ PORT: '70000' }, /PORT must be an integer from 0 to 65535/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must start with sqlite: or postgres:\/\//],
+    [{ TASK_MANAGER_RATE_LIMIT: 'maybe' }, /TASK_MANAGER_RATE_LIMIT must be true or false/],
+    [{ TASK_MANAGER_LOG_LEVEL: 'loud' }, /TASK_MANAGER_LOG_LEVEL must be one of/],
+    [{ TASK_MANAGER_PORTT: '1' }, /Unknown setting TASK_MANAGER_PORTT/],
+  ])('fails fast on %j', (env, message) => {
+    expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(ConfigError);
+    expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);
+  });
+
+  it('parses database URLs', () => {
+    expect(parseDatabaseUrl('sqlite:./data/a.db')).toEqual({ kind: 'sqlite', path: './data/a.db' });
+    expect(parseDatabaseUrl('sqlite:///var/lib/a.db')).toEqual({ kind: 'sqlite', path: '/var/lib/a.db' });
+    expect(parseDatabaseUrl('postgres://u@h/db')).toEqual({ kind: 'postgres', url: 'postgres://u@h/db' });
+  });
+
+  it('the CLI exits with a clear message on bad config', () => {
+    const r = spawnSync(process.execPath, ['dist/cli/main.js', 'serve', '--port', 'x'], { encoding: 'utf8', env: { ...process.env, PORT: '' } });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('configuration error: PORT must be an integer');
+    const r2 = spawnSync(process.execPath, ['dist/cli/main.js', 'serve'], { encoding: 'utf8', env: { ...process.env, TASK_MANAGER_WORKERS: '3' } });
+    expect(r2.status).toBe(2);
+    expect(r2.stderr).toContain('Unknown setting TASK_MANAGER_WORKERS');
+  });
+});
