@@ -176,7 +176,8 @@ export class TaskQueue {
         return leased;
       }
       await waiter.promise;
-      if (signal?.aborted || Date.now() >= deadline) return this.lease(workerId, models, limit);
+      if (signal?.aborted) return [];
+      if (Date.now() >= deadline) return this.lease(workerId, models, limit);
     }
   }
 

@@ -99,7 +99,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       return typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : newRequestId();
     },
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
+    // Requests that arrive while closing are served (or get our 503) in the API's error format.
+    return503OnClosing: false,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // JSON is the only body this API takes; anything else is 415, not a string to validate.

@@ -96,7 +96,11 @@ export class Worker {
       try {
         const leased = await this.transport.lease(models, free, this.opts.leaseWaitMs ?? 30_000, signal);
         backoffMs = 100;
-        for (const l of leased) this.runTask(l);
+        for (const l of leased) {
+          // Leased while stopping: give it straight back rather than start it.
+          if (signal.aborted) await this.report(() => this.transport.release(l.task.id, l.leaseToken));
+          else this.runTask(l);
+        }
       } catch (err) {
         if (signal.aborted) break;
         this.log.warn({ err, backoffMs }, 'lease failed; retrying');
