@@ -28,6 +28,7 @@ process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
   if (!process.env.BENCH_KEEP_DB) rmSync(dir, { recursive: true, force: true });
 });
+if (process.env.BENCH_KEEP_DB) console.log(`BENCH_KEEP_DB set: the database stays at ${dbPath}`);
 for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
 
 async function bench(label, url, serverPid) {

@@ -8,7 +8,7 @@
 // triggers), then rows go in with better-sqlite3 directly in large transactions; the triggers
 // on `tasks` keep `task_counts` right. Status mix: 60% completed, 20% pending, 10% failed,
 // 5% cancelled, 5% running, spread over 30 days, four catalog models (all four task types).
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
@@ -38,13 +38,18 @@ const STATUS_WEIGHTS = [
 ];
 const RUN_MS = { text_generation: 5_000, image_generation: 20_000, text_to_speech: 2_000, image_to_text: 3_000 };
 
-const dir = mkdtempSync(join(tmpdir(), 'bench-read-'));
-const dbPath = join(dir, 'tasks.db');
+// BENCH_DB=path reuses a database kept by an earlier run (BENCH_KEEP_DB=1), for diagnostics
+// only: its running tasks were started at build time, so after ~10 minutes the lease reaper
+// starts failing them (timeouts) and the file changes.
+const REUSE = process.env.BENCH_DB && existsSync(process.env.BENCH_DB) ? process.env.BENCH_DB : null;
+const dir = REUSE ? null : mkdtempSync(join(tmpdir(), 'bench-read-'));
+const dbPath = REUSE ?? join(dir, 'tasks.db');
 let server = null;
 process.on('exit', () => {
   server?.kill('SIGKILL');
-  if (!process.env.BENCH_KEEP_DB) rmSync(dir, { recursive: true, force: true });
+  if (dir && !process.env.BENCH_KEEP_DB) rmSync(dir, { recursive: true, force: true });
 });
+if (process.env.BENCH_KEEP_DB) console.log(`BENCH_KEEP_DB set: the database stays at ${dbPath}`);
 for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
 
 // Deterministic data: the same seed gives the same mix every run.
@@ -170,13 +175,23 @@ async function buildDatabase() {
   });
   for (let from = 0; from < TASKS; from += BATCH) {
     insertBatch(from, Math.min(TASKS, from + BATCH));
-    if ((from / BATCH) % 4 === 3) process.stdout.write(`  inserted ${Math.min(TASKS, from + BATCH)}\r`);
+    if (process.stdout.isTTY) process.stdout.write(`  inserted ${Math.min(TASKS, from + BATCH)}\r`);
   }
+  if (process.stdout.isTTY) process.stdout.write('\n');
   db.pragma('wal_checkpoint(TRUNCATE)');
   const rows = db.prepare('SELECT count(*) AS n FROM tasks').get().n;
   const counts = db.prepare('SELECT status, sum(current) AS n FROM task_counts GROUP BY status ORDER BY status').all();
   db.close();
   return { rows, counts, seconds: (performance.now() - t0) / 1000, bytes: statSync(dbPath).size };
+}
+
+function describeDatabase() {
+  const db = new Database(dbPath, { readonly: true });
+  const rows = db.prepare('SELECT count(*) AS n FROM tasks').get().n;
+  const counts = db.prepare('SELECT status, sum(current) AS n FROM task_counts GROUP BY status ORDER BY status').all();
+  db.close();
+  console.log(`reusing ${dbPath} (BENCH_DB)`);
+  return { rows, counts, seconds: 0, bytes: statSync(dbPath).size };
 }
 
 // The SQL SqliteTaskStore.listTasks prepares for these filters (same builders from dist/).
@@ -220,12 +235,12 @@ function explainAndTime() {
 }
 
 console.log(`bench:read  tasks=${TASKS} connections=${CONNECTIONS} duration=${DURATION}s warmup=${WARMUP}s model filter=${FILTER_MODEL}`);
-const built = await buildDatabase();
+const built = REUSE ? describeDatabase() : await buildDatabase();
 console.log(
   `built ${built.rows} tasks in ${fmt(built.seconds, 1)} s; file ${fmt(built.bytes / 2 ** 20, 0)} MiB; ` +
     `by status: ${built.counts.map((c) => `${c.status}=${c.n}`).join(' ')}`,
 );
-if (built.rows !== TASKS) throw new Error(`expected ${TASKS} rows, found ${built.rows}`);
+if (!REUSE && built.rows !== TASKS) throw new Error(`expected ${TASKS} rows, found ${built.rows}`);
 
 const plans = explainAndTime();
 console.log('\nquery plans (EXPLAIN QUERY PLAN) and direct SQLite time, median of 21 (page cache warm):');

@@ -11,6 +11,10 @@ export interface Config {
   /** Largest request body accepted, in bytes. */
   bodyLimitBytes: number;
   sqliteSynchronous: 'FULL' | 'NORMAL';
+  /** PostgreSQL connections per node. */
+  pgPoolSize: number;
+  /** PostgreSQL schema holding this deployment's tables. */
+  pgSchema: string;
   catalogPath: string;
   rateLimit: {
     enabled: boolean;
@@ -46,6 +50,8 @@ export function defaultConfig(): Config {
     logLevel: 'info',
     bodyLimitBytes: 16 * 1024 * 1024,
     sqliteSynchronous: 'FULL',
+    pgPoolSize: 10,
+    pgSchema: 'task_manager',
     catalogPath: new URL('../config/models.json', import.meta.url).pathname,
     rateLimit: { enabled: true, perMinute: 100, burst: 20, burstWindowSeconds: 10 },
     leaseSeconds: 30,
@@ -98,6 +104,14 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
   TASK_MANAGER_SQLITE_SYNCHRONOUS: {
     set: oneOf(['FULL', 'NORMAL'] as const, (c, v) => (c.sqliteSynchronous = v)),
     help: 'FULL: acknowledged tasks survive power loss; NORMAL: only a process crash (default FULL)',
+  },
+  TASK_MANAGER_PG_POOL_SIZE: { set: int(1, 1000, (c, v) => (c.pgPoolSize = v)), help: 'PostgreSQL connections per node (default 10)' },
+  TASK_MANAGER_PG_SCHEMA: {
+    set: (c, raw, name) => {
+      if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(raw)) throw new ConfigError(`${name} must be a plain identifier (letters, digits, _), got "${raw}"`);
+      c.pgSchema = raw;
+    },
+    help: 'PostgreSQL schema for the tables (default task_manager)',
   },
   TASK_MANAGER_MODELS: { set: str((c, v) => (c.catalogPath = v)), help: 'Model catalog JSON file (default config/models.json)' },
   TASK_MANAGER_RATE_LIMIT: { set: bool((c, v) => (c.rateLimit.enabled = v)), help: 'Per-IP rate limiting on or off (default on)' },

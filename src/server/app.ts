@@ -14,6 +14,9 @@ import { parseDatabaseUrl, type Config } from '../config.js';
 import { LeaseReaper } from '../scheduler/lease-reaper.js';
 import { TaskQueue } from '../scheduler/task-queue.js';
 import { SqliteTaskStore } from '../store/sqlite/sqlite-store.js';
+import { PgEventBus } from '../store/postgres/pg-event-bus.js';
+import { PgRateLimitStore } from '../store/postgres/pg-rate-limit-store.js';
+import { poolConfig, PostgresTaskStore } from '../store/postgres/postgres-store.js';
 import { InProcessTransport } from '../worker/in-process-transport.js';
 import { Worker, type ServedModel } from '../worker/worker.js';
 import { installErrorHandling } from './error-handling.js';
@@ -54,10 +57,29 @@ export interface AppOptions {
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const RATE_LIMIT_EXEMPT = new Set(['/health', '/metrics']);
 
-export function openStore(config: Config): TaskStore {
+export interface Backend {
+  store: TaskStore;
+  bus: EventBus;
+  /** Shared across nodes where the store can hold it; else the app keeps counts in memory. */
+  rateLimitStore?: RateLimitStore;
+}
+
+/** Opens the store named by DATABASE_URL with the event bus and rate-limit counters that go with it. */
+export async function openBackend(config: Config): Promise<Backend> {
   const target = parseDatabaseUrl(config.databaseUrl);
-  if (target.kind === 'sqlite') return SqliteTaskStore.open({ path: target.path, synchronous: config.sqliteSynchronous });
-  throw new Error('PostgreSQL store is not available in this build');
+  if (target.kind === 'sqlite') {
+    return { store: SqliteTaskStore.open({ path: target.path, synchronous: config.sqliteSynchronous }), bus: new LocalEventBus() };
+  }
+  const opts = { url: target.url, schema: config.pgSchema, poolSize: config.pgPoolSize };
+  const store = await PostgresTaskStore.open(opts);
+  const bus = new PgEventBus({
+    pool: store.pool,
+    clientConfig: poolConfig(opts),
+    channel: `task_manager_events_${config.pgSchema}`.toLowerCase(),
+    hydrate: (id) => store.getTask(id),
+  });
+  await bus.whenListening();
+  return { store, bus, rateLimitStore: new PgRateLimitStore(store.pool) };
 }
 
 export function loadCatalog(path: string): ModelCatalog {
@@ -80,8 +102,8 @@ export function loadCatalog(path: string): ModelCatalog {
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const { config } = opts;
   const catalog = opts.catalog ?? loadCatalog(config.catalogPath);
-  const store = opts.store ?? openStore(config);
-  const bus = opts.bus ?? new LocalEventBus();
+  const backend: Backend = opts.store ? { store: opts.store, bus: opts.bus ?? new LocalEventBus() } : await openBackend(config);
+  const { store, bus } = backend;
   const queue = new TaskQueue(store, bus, {
     defaultMaxAttempts: config.defaultMaxAttempts,
     defaultTimeoutMs: config.defaultTimeoutSeconds * 1000,
@@ -156,7 +178,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   let rateLimitStore: RateLimitStore | null = null;
   if (config.rateLimit.enabled) {
-    rateLimitStore = opts.rateLimitStore ?? new MemoryRateLimitStore();
+    rateLimitStore = opts.rateLimitStore ?? backend.rateLimitStore ?? new MemoryRateLimitStore();
     installRateLimit(app, {
       ...config.rateLimit,
       store: rateLimitStore,

@@ -1,25 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { AppError } from '../core/errors.js';
+import type { RateDecision, RateLimitStore, RateWindow } from '../core/rate-limit.js';
 import { sendError } from './error-handling.js';
 
-export interface RateWindow {
-  limit: number;
-  windowMs: number;
-}
-
-export interface RateDecision {
-  allowed: boolean;
-  /** Requests left in the tightest window. */
-  remaining: number;
-  /** Epoch ms when the binding window resets. */
-  resetAt: number;
-}
-
-/** Counts requests per key in fixed windows; PostgreSQL/Redis versions share counts across nodes. */
-export interface RateLimitStore {
-  hit(key: string, windows: RateWindow[], now: number): Promise<RateDecision>;
-  close(): Promise<void>;
-}
+export type { RateLimitStore };
 
 interface Counter {
   count: number;
@@ -86,7 +70,14 @@ export function installRateLimit(app: FastifyInstance, opts: RateLimitOptions): 
   app.addHook('onRequest', async (request, reply) => {
     if (opts.exempt(request.url)) return;
     const now = Date.now();
-    const d = await opts.store.hit(request.ip, windows, now);
+    let d: RateDecision;
+    try {
+      d = await opts.store.hit(request.ip, windows, now);
+    } catch (err) {
+      // Fail open: a limiter outage must not take the API down with it.
+      request.log.warn({ err }, 'rate limiter unavailable; request allowed');
+      return;
+    }
     const reset = Math.ceil(d.resetAt / 1000);
     reply.header('X-RateLimit-Limit', opts.perMinute);
     reply.header('X-RateLimit-Remaining', d.remaining);

@@ -1,0 +1,295 @@
+import pg from 'pg';
+import { StoreUnavailableError } from '../../core/errors.js';
+import type {
+  CancelOutcome,
+  CountRow,
+  FailRequest,
+  LeasedTask,
+  LeaseOutcome,
+  LeaseRequest,
+  ListQuery,
+  ListResult,
+  ReapResult,
+  TaskStore,
+} from '../../core/store.js';
+import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js';
+import { listOrderBy, rowToSummary, rowToTask, SUMMARY_COLUMNS, type SummaryRow, type TaskRow } from '../rows.js';
+import { loadCommands, loadMigrations } from '../sql-files.js';
+
+const COMMANDS = [
+  'insert_task',
+  'get_task',
+  'lease_tasks',
+  'heartbeat',
+  'complete_task',
+  'fail_task',
+  'release_task',
+  'cancel_task',
+  'requeue_or_fail_expired',
+  'fail_timed_out',
+  'queue_position',
+  'counts',
+  'recent_run_times',
+] as const;
+type Command = (typeof COMMANDS)[number];
+
+const SQL = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
+const MIGRATIONS = loadMigrations(new URL('./migrations/', import.meta.url));
+const MIGRATION_LOCK = 7_146_221_901; // advisory lock id: "task-manager migrate"
+
+export interface PostgresStoreOptions {
+  url: string;
+  schema?: string;
+  poolSize?: number;
+}
+
+/** int8 (counts, epoch ms) as numbers: every value we keep fits in 2^53. */
+const TYPES = {
+  getTypeParser: (oid: number, format?: 'text' | 'binary') =>
+    oid === 20 ? (v: string) => Number(v) : (pg.types.getTypeParser as (o: number, f?: string) => (v: string) => unknown)(oid, format),
+};
+
+export function quoteIdent(name: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(name)) throw new Error(`Invalid schema name "${name}": use letters, digits and _`);
+  return `"${name}"`;
+}
+
+/** Error classes (SQLSTATE) and socket errors that mean the database is not usable now. */
+export function isUnavailable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | null;
+  const code = e?.code ?? '';
+  if (/^(08|53|57P|58)/.test(code)) return true;
+  if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN'].includes(code)) return true;
+  return /Connection terminated|connection timeout|Client has encountered a connection error|Cannot use a pool after calling end/i.test(e?.message ?? '');
+}
+
+function wrap(err: unknown, what: string): unknown {
+  if (err instanceof StoreUnavailableError) return err;
+  return isUnavailable(err) ? new StoreUnavailableError(`Task store unavailable: ${what}`, err) : err;
+}
+
+export function poolConfig(opts: PostgresStoreOptions): pg.PoolConfig {
+  const schema = opts.schema ?? 'task_manager';
+  return {
+    connectionString: opts.url,
+    max: opts.poolSize ?? 10,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    options: `-c search_path=${quoteIdent(schema)},public`,
+    types: TYPES as pg.CustomTypesConfig,
+  };
+}
+
+/**
+ * The scale-out store: any number of nodes share it. Every method is one statement (one
+ * transaction); leases use FOR UPDATE SKIP LOCKED so concurrent workers never collide.
+ */
+export class PostgresTaskStore implements TaskStore {
+  readonly kind = 'postgres' as const;
+  private readonly listSql = new Map<string, { page: string; total: string }>();
+  private closed = false;
+
+  private constructor(
+    readonly pool: pg.Pool,
+    readonly schema: string,
+  ) {}
+
+  static async open(opts: PostgresStoreOptions): Promise<PostgresTaskStore> {
+    const schema = opts.schema ?? 'task_manager';
+    const pool = new pg.Pool(poolConfig(opts));
+    // An idle client losing its connection must not crash the process; the next query reconnects.
+    pool.on('error', () => {});
+    try {
+      await migrate(pool, schema);
+    } catch (err) {
+      await pool.end().catch(() => {});
+      throw wrap(err, 'cannot migrate');
+    }
+    return new PostgresTaskStore(pool, schema);
+  }
+
+  private async q<R>(what: string, sql: string, params: unknown[] = []): Promise<R[]> {
+    if (this.closed) throw new StoreUnavailableError('Task store is closed');
+    try {
+      return (await this.pool.query(sql, params)).rows as R[];
+    } catch (err) {
+      throw wrap(err, what);
+    }
+  }
+
+  private run<R>(name: Command, params: unknown[] = []): Promise<R[]> {
+    return this.q<R>(name, SQL[name], params);
+  }
+
+  async createTask(t: NewTask): Promise<TaskRecord> {
+    const [row] = await this.run<TaskRow>('insert_task', [
+      t.id,
+      t.taskType,
+      t.modelName,
+      JSON.stringify(t.inputData),
+      JSON.stringify(t.parameters),
+      t.priority,
+      t.maxAttempts,
+      t.timeoutMs,
+      t.createdAt,
+    ]);
+    return rowToTask(row);
+  }
+
+  async getTask(id: string): Promise<TaskRecord | null> {
+    const [row] = await this.run<TaskRow>('get_task', [id]);
+    return row ? rowToTask(row) : null;
+  }
+
+  async listTasks(q: ListQuery): Promise<ListResult> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.status) (params.push(q.status), where.push(`status = $${params.length}`));
+    if (q.taskType) (params.push(q.taskType), where.push(`task_type = $${params.length}`));
+    if (q.modelName) (params.push(q.modelName), where.push(`model_name = $${params.length}`));
+    const key = `${where.join(' AND ')}|${q.sortBy}|${q.sortOrder}`;
+    let sql = this.listSql.get(key);
+    if (!sql) {
+      const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+      const n = params.length;
+      sql = {
+        page: `SELECT ${SUMMARY_COLUMNS} FROM tasks ${clause} ORDER BY ${listOrderBy(q.sortBy, q.sortOrder, 'seq')} LIMIT $${n + 1} OFFSET $${n + 2}`,
+        total: `SELECT coalesce(sum(current), 0)::bigint AS n FROM task_counts ${clause}`,
+      };
+      this.listSql.set(key, sql);
+    }
+    const [rows, totals] = await Promise.all([
+      this.q<SummaryRow>('list tasks', sql.page, [...params, q.limit, q.offset]),
+      this.q<{ n: number }>('list total', sql.total, params),
+    ]);
+    return { tasks: rows.map(rowToSummary), total: totals[0].n };
+  }
+
+  async queuePosition(task: TaskRecord): Promise<number> {
+    const [r] = await this.run<{ n: number }>('queue_position', [task.id, task.modelName, task.taskType, task.priority]);
+    return r.n;
+  }
+
+  async cancelTask(id: string, now: number): Promise<CancelOutcome> {
+    const [row] = await this.run<TaskRow & { previous_status: string }>('cancel_task', [id, now]);
+    if (row) return { kind: 'cancelled', task: rowToTask(row), wasRunning: row.previous_status === 'running' };
+    const current = await this.getTask(id);
+    if (!current) return { kind: 'not_found' };
+    if (current.status === 'cancelled') return { kind: 'already_cancelled', task: current };
+    return { kind: 'not_cancellable', task: current };
+  }
+
+  async leaseTasks(req: LeaseRequest): Promise<LeasedTask[]> {
+    if (req.limit <= 0 || req.models.length === 0) return [];
+    const rows = await this.run<TaskRow>('lease_tasks', [
+      req.models.map((m) => m.modelName),
+      req.models.map((m) => m.taskType),
+      req.limit,
+      req.workerId,
+      req.now + req.leaseMs,
+      req.now,
+    ]);
+    return rows
+      .map(rowToTask)
+      .sort((a, b) => b.priority - a.priority || a.createdAt - b.createdAt)
+      .map((task) => ({ task, leaseToken: task.leaseToken! }));
+  }
+
+  private async leaseMiss(id: string, leaseToken: string): Promise<LeaseOutcome> {
+    const task = await this.getTask(id);
+    if (task && task.status === 'cancelled' && task.leaseToken === leaseToken) return { kind: 'cancelled', task };
+    return { kind: 'stale', task };
+  }
+
+  private async leaseWrite(name: Command, params: unknown[], id: string, leaseToken: string): Promise<LeaseOutcome> {
+    const [row] = await this.run<TaskRow>(name, params);
+    return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
+  }
+
+  heartbeat(id: string, leaseToken: string, leaseMs: number, now: number, progress?: number): Promise<LeaseOutcome> {
+    return this.leaseWrite('heartbeat', [id, leaseToken, now + leaseMs, progress ?? null, now], id, leaseToken);
+  }
+
+  completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
+    return this.leaseWrite('complete_task', [id, leaseToken, JSON.stringify(result), now], id, leaseToken);
+  }
+
+  failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome> {
+    return this.leaseWrite('fail_task', [id, leaseToken, req.retryable, req.error.code, req.error.message, req.now], id, leaseToken);
+  }
+
+  releaseTask(id: string, leaseToken: string, now: number): Promise<LeaseOutcome> {
+    return this.leaseWrite('release_task', [id, leaseToken, now], id, leaseToken);
+  }
+
+  async reapExpiredLeases(now: number, limit: number): Promise<ReapResult> {
+    const rows = (await this.run<TaskRow>('requeue_or_fail_expired', [now, limit])).map(rowToTask);
+    return { requeued: rows.filter((t) => t.status === 'pending'), failed: rows.filter((t) => t.status === 'failed') };
+  }
+
+  async reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]> {
+    return (await this.run<TaskRow>('fail_timed_out', [now, graceMs, limit])).map(rowToTask);
+  }
+
+  async counts(): Promise<CountRow[]> {
+    const rows = await this.run<{ task_type: TaskType; model_name: string; status: CountRow['status']; current: number; total: number }>('counts');
+    return rows.map((r) => ({ taskType: r.task_type, modelName: r.model_name, status: r.status, current: r.current, total: r.total }));
+  }
+
+  async recentRunTimes(limitPerModel: number): Promise<Array<ModelRef & { meanMs: number; samples: number }>> {
+    const rows = await this.run<{ task_type: TaskType; model_name: string; mean_ms: number; samples: number }>('recent_run_times', [
+      limitPerModel,
+      limitPerModel * 50,
+    ]);
+    return rows.map((r) => ({ taskType: r.task_type, modelName: r.model_name, meanMs: r.mean_ms, samples: r.samples }));
+  }
+
+  /** A real write, so a read-only or full database reports unhealthy too. */
+  async ping(): Promise<void> {
+    await this.q('ping', 'INSERT INTO store_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at', [Date.now()]);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}
+
+/** Applies pending migrations once, however many nodes start together. */
+async function migrate(pool: pg.Pool, schema: string): Promise<void> {
+  const known = MIGRATIONS.at(-1)?.version ?? 0;
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    try {
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+      await client.query(
+        'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
+      );
+      const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+      const current = rows[0].v ?? 0;
+      if (current > known) {
+        throw new Error(
+          `Database schema version ${current} is newer than this build knows (${known}); upgrade task-manager before starting it on this database`,
+        );
+      }
+      for (const m of MIGRATIONS) {
+        if (m.version <= current) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(m.sql);
+          await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => {});
+          throw err;
+        }
+      }
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
+    }
+  } finally {
+    client.release();
+  }
+}
