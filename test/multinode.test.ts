@@ -1,0 +1,203 @@
+/** Scale-out on PostgreSQL: several nodes, one queue, nothing lost. */
+import { createServer, Socket, type Server } from 'node:net';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GateEngine } from './helpers/engines.js';
+import { dropSchema, PG_URL, uniqueSchema } from './helpers/pg.js';
+import { spawnServer, freePort, type ServerProcess } from './helpers/process.js';
+import { json, post, startServer, waitFor, type TestServer } from './helpers/server.js';
+
+const NODE = ['test/fixtures/node.mjs'];
+const sleepy = (i: number) => ({ task_type: 'text_generation', model_name: 'sleepy', input_data: { prompt: `task ${i}` } });
+
+function nodeEnv(schema: string, extra: Record<string, string> = {}) {
+  return {
+    DATABASE_URL: PG_URL,
+    TASK_MANAGER_PG_SCHEMA: schema,
+    TASK_MANAGER_RATE_LIMIT: 'false',
+    TASK_MANAGER_LEASE_SECONDS: '2',
+    TASK_MANAGER_REAPER_INTERVAL_MS: '200',
+    TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: '0',
+    ...extra,
+  };
+}
+
+describe('two server processes on one PostgreSQL database', () => {
+  const schema = uniqueSchema('tmnodes');
+  let a: ServerProcess;
+  let b: ServerProcess;
+  let db: pg.Pool;
+
+  beforeAll(async () => {
+    a = await spawnServer(nodeEnv(schema, { RUN_MS: '150', TASK_MANAGER_WORKER_CONCURRENCY: '4' }), 30_000, NODE);
+    b = await spawnServer(nodeEnv(schema, { RUN_MS: '150', TASK_MANAGER_WORKER_CONCURRENCY: '4' }), 30_000, NODE);
+    db = new pg.Pool({ connectionString: PG_URL, options: `-c search_path=${schema}` });
+  });
+  afterAll(async () => {
+    for (const n of [a, b]) if (n && n.child.exitCode === null && n.child.signalCode === null) n.child.kill('SIGKILL');
+    await db?.end();
+    await dropSchema(schema);
+  });
+
+  it('tasks created on both nodes all complete exactly once, even when one node is killed mid-run', async () => {
+    const ids: string[] = [];
+    const N = 60;
+    for (let i = 0; i < N; i++) {
+      const node = i % 2 ? a : b;
+      const res = await post(`${node.url}/tasks`, sleepy(i));
+      expect(res.status).toBe(201);
+      ids.push((await json(res)).task_id);
+    }
+    // Both nodes' workers take part.
+    await waitFor(async () => {
+      const { rows } = await db.query('SELECT count(DISTINCT pid)::int AS n FROM test_executions');
+      return rows[0].n >= 2;
+    }, 15_000, 'both nodes executing');
+    // Kill node A while it holds running tasks; its leases expire and B retries them.
+    await waitFor(async () => {
+      const { rows } = await db.query("SELECT count(*)::int AS n FROM tasks WHERE status = 'running' AND worker_id IS NOT NULL");
+      return rows[0].n > 0;
+    });
+    a.child.kill('SIGKILL');
+    await a.exited;
+
+    const final = await waitFor(async () => {
+      const res = await fetch(`${b.url}/tasks?limit=1000`);
+      const body = await json(res);
+      return body.tasks.every((t: any) => t.status === 'completed') && body.total === N ? body : null;
+    }, 40_000, 'every task completed');
+    expect(new Set(final.tasks.map((t: any) => t.task_id))).toEqual(new Set(ids));
+
+    // Exactly once: one transition into completed per task, whatever ran twice.
+    const metrics = await (await fetch(`${b.url}/metrics`)).text();
+    expect(metrics).toContain(`task_manager_tasks_total{status="completed"} ${N}`);
+    const { rows } = await db.query("SELECT count(*)::int AS n FROM tasks WHERE status = 'completed' AND result IS NOT NULL");
+    expect(rows[0].n).toBe(N);
+    const health = await json(await fetch(`${b.url}/health`));
+    expect(health).toMatchObject({ completed_tasks: N, pending_tasks: 0, active_tasks: 0 });
+  });
+});
+
+describe('cross-node events', () => {
+  const schema = uniqueSchema('tmevents');
+  let a: TestServer;
+  let b: TestServer;
+  let engine: GateEngine;
+
+  beforeAll(async () => {
+    engine = new GateEngine();
+    const env = { DATABASE_URL: PG_URL, TASK_MANAGER_PG_SCHEMA: schema };
+    a = await startServer({ env: { ...env, TASK_MANAGER_EMBEDDED_WORKER: 'false' } });
+    b = await startServer({ env: { ...env, TASK_MANAGER_WORKER_CONCURRENCY: '4' }, engines: { gate: engine } });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await dropSchema(schema);
+  });
+
+  it('a task created on node A wakes the worker waiting on node B (no polling)', async () => {
+    // B's worker is parked in a 30 s long-poll; only a NOTIFY from A can wake it in time.
+    await new Promise((r) => setTimeout(r, 200));
+    const t = await json(await post(`${a.url}/tasks`, { task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'x' } }));
+    await engine.started(1, 5_000);
+    expect(engine.runs[0].task.id).toBe(t.task_id);
+  });
+
+  it('a cancel on node A stops the engine running on node B', async () => {
+    const t = await json(await post(`${a.url}/tasks`, { task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'cancel me' } }));
+    const run = await waitFor(() => engine.runs.find((r) => r.task.id === t.task_id), 5_000, 'run on B');
+    const res = await fetch(`${a.url}/tasks/${t.task_id}`, { method: 'DELETE' });
+    expect(res.status).toBe(200);
+    await waitFor(() => run.abortedAt, 2_000, 'abort on B');
+    expect(engine.aborted.find((x) => x.taskId === t.task_id)?.reason).toBe('cancelled');
+  });
+
+  it('rate limits are shared: requests to either node count against one quota', async () => {
+    const rlSchema = uniqueSchema('tmrl');
+    const env = {
+      DATABASE_URL: PG_URL,
+      TASK_MANAGER_PG_SCHEMA: rlSchema,
+      TASK_MANAGER_RATE_LIMIT: 'true',
+      TASK_MANAGER_RATE_LIMIT_BURST: '6',
+      TASK_MANAGER_EMBEDDED_WORKER: 'false',
+    };
+    const x = await startServer({ env });
+    const y = await startServer({ env });
+    try {
+      const statuses = [];
+      for (let i = 0; i < 8; i++) statuses.push((await fetch(`${(i % 2 ? x : y).url}/tasks?limit=1`)).status);
+      expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 429, 429]);
+    } finally {
+      await x.close();
+      await y.close();
+      await dropSchema(rlSchema);
+    }
+  });
+});
+
+/** A TCP relay in front of PostgreSQL that the test can cut and restore. */
+async function startRelay(targetPort: number): Promise<{ port: number; cut: () => Promise<void>; restore: () => Promise<void> }> {
+  const port = await freePort();
+  let server: Server | null = null;
+  const sockets = new Set<Socket>();
+  const listen = () =>
+    new Promise<void>((resolve) => {
+      server = createServer((client) => {
+        const upstream = new Socket();
+        upstream.connect(targetPort, '127.0.0.1');
+        sockets.add(client).add(upstream);
+        const drop = () => {
+          client.destroy();
+          upstream.destroy();
+          sockets.delete(client);
+          sockets.delete(upstream);
+        };
+        client.on('error', drop).on('close', drop);
+        upstream.on('error', drop).on('close', drop);
+        client.pipe(upstream).pipe(client);
+      });
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+  await listen();
+  return {
+    port,
+    cut: async () => {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+      server = null;
+    },
+    restore: listen,
+  };
+}
+
+describe('database outage', () => {
+  it('/health is 503 while PostgreSQL is unreachable and recovers by itself; creates answer 503 meanwhile', async () => {
+    const schema = uniqueSchema('tmoutage');
+    const relay = await startRelay(5432);
+    const url = new URL(PG_URL);
+    url.port = String(relay.port);
+    const srv = await startServer({ env: { DATABASE_URL: url.toString(), TASK_MANAGER_PG_SCHEMA: schema, TASK_MANAGER_EMBEDDED_WORKER: 'false' } });
+    try {
+      const before = await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'x' } });
+      expect(before.status).toBe(201);
+      const kept = (await json(before)).task_id;
+      await relay.cut();
+      const down = await fetch(`${srv.url}/health`);
+      expect(down.status).toBe(503);
+      expect((await json(down)).status).toBe('unhealthy');
+      const refused = await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'x' } });
+      expect(refused.status).toBe(503);
+      expect((await json(refused)).error.code).toBe('SERVICE_UNAVAILABLE');
+      await relay.restore();
+      await waitFor(async () => (await fetch(`${srv.url}/health`)).status === 200, 15_000, 'health to recover');
+      expect((await fetch(`${srv.url}/tasks/${kept}`)).status).toBe(200);
+      expect((await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'y' } })).status).toBe(201);
+    } finally {
+      await srv.close();
+      await relay.cut();
+      await dropSchema(schema);
+    }
+  });
+});
