@@ -17,8 +17,18 @@ export interface EngineContext {
   reportProgress(progress: number): void;
 }
 
+/** A binary output (audio, image) kept with the task and served at /tasks/{id}/artifacts/{name}. */
+export interface EngineArtifact {
+  /** File name, unique within the task: letters, digits, '.', '_' and '-'. */
+  name: string;
+  contentType: string;
+  data: Buffer;
+}
+
 export interface EngineResult {
+  /** JSON result. Where it refers to an artifact, the worker adds `url`, `content_type` and `size`. */
   result: Record<string, unknown>;
+  artifacts?: EngineArtifact[];
 }
 
 export interface Engine {
