@@ -9,10 +9,10 @@
 // After its run the server is SIGKILLed and the SQLite file must hold exactly one row per
 // 2xx response counted (warm-up included): durable=yes.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { envNumber, fmt, freePort, measure, startNode, stopChild, table, waitForHttp } from './lib.mjs';
+import { envNumber, fmt, freePort, fsyncProbe, measure, startNode, stopChild, table, waitForHttp } from './lib.mjs';
 
 const DURATION = envNumber('BENCH_DURATION', 10);
 const WARMUP = envNumber('BENCH_WARMUP', 3);
@@ -40,6 +40,8 @@ async function bench(label, url, serverPid) {
 
 console.log(`bench:create  connections=${CONNECTIONS} duration=${DURATION}s warmup=${WARMUP}s synchronous=${SYNC}`);
 console.log(`body: ${BODY}`);
+const probe = fsyncProbe(dir);
+console.log(`disk: fdatasync of 4 KiB in ${dir}: p50 ${fmt(probe.p50, 3)} ms, p99 ${fmt(probe.p99, 3)} ms; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 
 // (a) The service: fresh database, no rate limit, no embedded worker, no logs.
 const ourPort = await freePort();
@@ -95,10 +97,13 @@ console.log(
     ['max ms', (r) => fmt(r.latency.max, 0)],
     ['srv CPU%', (r) => fmt(r.serverCpuPct, 0)],
     ['srv CPU us/req', (r) => fmt(r.serverCpuUsPerReq, 0)],
+    ['machine busy%', (r) => fmt(r.machineBusyPct, 0)],
+    ['steal%', (r) => fmt(r.stealPct, 1)],
   ]),
 );
 for (const r of all) {
   const odd = Object.keys(r.statusCodes).filter((c) => !c.startsWith('2'));
+  if (r.stealPct > 2) console.log(`  ${r.title}: ${fmt(r.stealPct, 1)}% of machine CPU was stolen by the hypervisor during this run; figures are suspect`);
   if (odd.length || r.errors || r.timeouts) console.log(`  ${r.title}: status codes ${JSON.stringify(r.statusCodes)} errors=${r.errors} timeouts=${r.timeouts}`);
 }
 console.log();

@@ -1,7 +1,8 @@
 // Shared helpers for the benchmarks in this folder: child-process servers, readiness polling,
 // and an autocannon run that stops gracefully (every request sent gets its response counted).
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
@@ -74,6 +75,34 @@ export function cpuSeconds(pid) {
 }
 const CLOCK_TICKS = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64
 
+/** Machine-wide CPU tick counters from /proc/stat (user..steal). */
+export function machineTicks() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+  return { total: f.reduce((a, b) => a + b, 0), busy: user + nice + system + irq + softirq, idle, iowait, steal };
+}
+
+/** fsync latency of the disk under `dir`: 4 KiB append + fdatasync, `n` times; ms percentiles. */
+export function fsyncProbe(dir, n = 200) {
+  const path = join(dir, 'fsync-probe.bin');
+  const fd = openSync(path, 'w');
+  const buf = Buffer.alloc(4096, 1);
+  const t = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      writeSync(fd, buf);
+      const a = performance.now();
+      fdatasyncSync(fd);
+      t.push(performance.now() - a);
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(path, { force: true });
+  }
+  t.sort((a, b) => a - b);
+  return { p50: t[Math.floor(n * 0.5)], p99: t[Math.floor(n * 0.99)] };
+}
+
 /** VmRSS of a process, in MiB (Linux). */
 export function rssMiB(pid) {
   const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -92,6 +121,7 @@ export function rssMiB(pid) {
 export async function measure({ url, method = 'GET', body, headers, connections, durationS, title, serverPid }) {
   const clients = [];
   const cpu0 = serverPid ? cpuSeconds(serverPid) : NaN;
+  const m0 = machineTicks();
   const t0 = performance.now();
   let tEnd = 0;
   let doneCount = 0;
@@ -121,6 +151,8 @@ export async function measure({ url, method = 'GET', body, headers, connections,
   if (!tEnd) tEnd = performance.now();
   const elapsedS = (tEnd - t0) / 1000;
   const serverCpuS = serverPid ? cpuSeconds(serverPid) - cpu0 : NaN;
+  const m1 = machineTicks();
+  const dTotal = Math.max(1, m1.total - m0.total);
   const responses = result['2xx'] + result.non2xx;
   const sent = clients.reduce((n, c) => n + c.reqsMade, 0);
   return {
@@ -139,6 +171,10 @@ export async function measure({ url, method = 'GET', body, headers, connections,
     /** Server CPU per answered request, microseconds (both cores count; 10 ms tick resolution). */
     serverCpuUsPerReq: (serverCpuS * 1e6) / Math.max(1, result['2xx'] + result.non2xx),
     serverCpuPct: (serverCpuS / elapsedS) * 100,
+    /** Machine-wide, over the run: CPU stolen by the hypervisor and time waiting on I/O (% of all cores). */
+    stealPct: ((m1.steal - m0.steal) / dTotal) * 100,
+    iowaitPct: ((m1.iowait - m0.iowait) / dTotal) * 100,
+    machineBusyPct: ((m1.busy - m0.busy) / dTotal) * 100,
     latency: {
       p50: result.latency.p50,
       p90: result.latency.p90,

@@ -9,7 +9,7 @@
 // on `tasks` keep `task_counts` right. Status mix: 60% completed, 20% pending, 10% failed,
 // 5% cancelled, 5% running, spread over 30 days, four catalog models (all four task types).
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
@@ -234,6 +234,7 @@ function explainAndTime() {
   return out;
 }
 
+console.log(`load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 console.log(`bench:read  tasks=${TASKS} connections=${CONNECTIONS} duration=${DURATION}s warmup=${WARMUP}s model filter=${FILTER_MODEL}`);
 const built = REUSE ? describeDatabase() : await buildDatabase();
 console.log(
@@ -299,9 +300,12 @@ console.log(
     ['max ms', (r) => fmt(r.latency.max, 0)],
     ['mean ms', (r) => fmt(r.latency.mean, 2)],
     ['srv CPU%', (r) => fmt(r.serverCpuPct, 0)],
+    ['machine busy%', (r) => fmt(r.machineBusyPct, 0)],
+    ['steal%', (r) => fmt(r.stealPct, 1)],
   ]),
 );
 console.log(`\nserver: ready in ${fmt(startupS, 2)} s; VmRSS ${fmt(rssStart, 0)} MiB after start, ${fmt(rssEnd, 0)} MiB after the runs`);
+for (const r of results) if (r.stealPct > 2) console.log(`anomaly: ${fmt(r.stealPct, 1)}% of machine CPU was stolen by the hypervisor during ${r.title}; figures are suspect`);
 const p99 = (k) => fmt(results.find((r) => r.key === k).latency.p99, 0);
 const bad = results.filter((r) => r.non2xx || r.errors);
 if (bad.length) {

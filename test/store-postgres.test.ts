@@ -21,8 +21,8 @@ describe('PostgresTaskStore specifics', () => {
     const schema = uniqueSchema();
     try {
       const stores = await Promise.all(Array.from({ length: 5 }, () => PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 })));
-      const { rows } = await stores[0].pool.query('SELECT version FROM schema_migrations');
-      expect(rows.map((r) => r.version)).toEqual([1]);
+      const { rows } = await stores[0].pool.query('SELECT version FROM schema_migrations ORDER BY version');
+      expect(rows.map((r) => r.version)).toEqual([1, 2]);
       await Promise.all(stores.map((s) => s.close()));
     } finally {
       await dropSchema(schema);

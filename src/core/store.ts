@@ -76,6 +76,32 @@ export interface FailRequest {
   now: number;
 }
 
+export interface WorkerRecord {
+  id: string;
+  models: ModelRef[];
+  concurrency: number;
+  hardware: Record<string, unknown>;
+  registeredAt: number;
+  lastSeenAt: number;
+}
+
+export interface ArtifactMeta {
+  taskId: string;
+  name: string;
+  contentType: string;
+  size: number;
+  createdAt: number;
+}
+
+export interface Artifact extends ArtifactMeta {
+  data: Buffer;
+}
+
+export interface RunningTaskRef {
+  id: string;
+  workerId: string | null;
+}
+
 export interface ReapResult {
   requeued: TaskRecord[];
   failed: TaskRecord[];
@@ -109,6 +135,17 @@ export interface TaskStore {
   counts(): Promise<CountRow[]>;
   /** Mean run time (ms) of recent completions per model, for estimates at start-up. */
   recentRunTimes(limitPerModel: number): Promise<Array<ModelRef & { meanMs: number; samples: number }>>;
+  /** Registers or re-registers a worker; `lastSeenAt` is set to `now`. */
+  upsertWorker(w: Omit<WorkerRecord, 'registeredAt' | 'lastSeenAt'>, now: number): Promise<WorkerRecord>;
+  touchWorker(id: string, now: number): Promise<boolean>;
+  removeWorker(id: string): Promise<void>;
+  listWorkers(): Promise<WorkerRecord[]>;
+  /** Every running task with its worker (bounded by the number of worker slots). */
+  runningTasks(): Promise<RunningTaskRef[]>;
+  /** Stores a binary output for a task; replaces one of the same name. */
+  putArtifact(a: Omit<Artifact, 'size' | 'createdAt'>, now: number): Promise<ArtifactMeta>;
+  getArtifact(taskId: string, name: string): Promise<Artifact | null>;
+  listArtifacts(taskId: string): Promise<ArtifactMeta[]>;
   /** Throws when the store cannot serve requests. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -1,5 +1,5 @@
 import type { TaskRecord, TaskStatus, TaskType } from '../core/task.js';
-import type { TaskSummary } from '../core/store.js';
+import type { ArtifactMeta, TaskSummary, WorkerRecord } from '../core/store.js';
 
 /** Column names are the same in both stores. */
 export interface TaskRow {
@@ -86,4 +86,38 @@ export function listOrderBy(sortBy: string, sortOrder: 'asc' | 'desc', tiebreak:
   const dir = sortOrder === 'asc' ? 'ASC' : 'DESC';
   const lead = sortBy === 'status' ? `status ${dir}, ` : sortBy === 'task_type' ? `task_type ${dir}, ` : '';
   return `${lead}created_at ${dir}, ${tiebreak} ${dir}`;
+}
+
+export interface WorkerRow {
+  id: string;
+  models: string | Array<{ task_type: string; model_name: string }>;
+  concurrency: number;
+  hardware: string | Record<string, unknown>;
+  registered_at: number | string;
+  last_seen_at: number | string;
+}
+
+export function rowToWorker(r: WorkerRow): WorkerRecord {
+  const models = typeof r.models === 'string' ? (JSON.parse(r.models) as Array<{ task_type: string; model_name: string }>) : r.models;
+  return {
+    id: r.id,
+    models: models.map((m) => ({ taskType: m.task_type as TaskType, modelName: m.model_name })),
+    concurrency: r.concurrency,
+    hardware: json(r.hardware),
+    registeredAt: num(r.registered_at),
+    lastSeenAt: num(r.last_seen_at),
+  };
+}
+
+export interface ArtifactRow {
+  task_id: string;
+  name: string;
+  content_type: string;
+  size: number | string;
+  created_at: number | string;
+  data: Buffer;
+}
+
+export function rowToArtifactMeta(r: ArtifactRow): ArtifactMeta {
+  return { taskId: r.task_id, name: r.name, contentType: r.content_type, size: num(r.size), createdAt: num(r.created_at) };
 }

@@ -290,6 +290,47 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect(rows).toEqual([{ taskType: 'text_generation', modelName: 'llm-a', meanMs: 200, samples: 2 }]);
     });
 
+    it('registers, refreshes, lists and removes workers', async () => {
+      const w = await store.upsertWorker({ id: 'gpu-1', models: [LLM, TTS], concurrency: 4, hardware: { gpu_name: 'H100', gpu_memory_mb: 81_559 } }, 1000);
+      expect(w).toEqual({ id: 'gpu-1', models: [LLM, TTS], concurrency: 4, hardware: { gpu_name: 'H100', gpu_memory_mb: 81_559 }, registeredAt: 1000, lastSeenAt: 1000 });
+      const again = await store.upsertWorker({ id: 'gpu-1', models: [LLM], concurrency: 2, hardware: {} }, 2000);
+      expect(again).toMatchObject({ models: [LLM], concurrency: 2, registeredAt: 1000, lastSeenAt: 2000 });
+      expect(await store.touchWorker('gpu-1', 3000)).toBe(true);
+      expect(await store.touchWorker('ghost', 3000)).toBe(false);
+      await store.upsertWorker({ id: 'cpu-1', models: [TTS], concurrency: 1, hardware: {} }, 3000);
+      expect((await store.listWorkers()).map((x) => [x.id, x.lastSeenAt])).toEqual([
+        ['cpu-1', 3000],
+        ['gpu-1', 3000],
+      ]);
+      await store.removeWorker('gpu-1');
+      expect((await store.listWorkers()).map((x) => x.id)).toEqual(['cpu-1']);
+    });
+
+    it('lists running tasks with their workers', async () => {
+      await store.createTask(newTask());
+      await store.createTask(newTask());
+      const l = await leaseOne('w-7');
+      expect(await store.runningTasks()).toEqual([{ id: l.task.id, workerId: 'w-7' }]);
+    });
+
+    it('stores artifacts byte-exactly and replaces by name', async () => {
+      const t = await store.createTask(newTask());
+      const bytes = Buffer.from([0, 1, 2, 255, 254, 10, 13, 0]);
+      const meta = await store.putArtifact({ taskId: t.id, name: 'speech.wav', contentType: 'audio/wav', data: bytes }, 5000);
+      expect(meta).toEqual({ taskId: t.id, name: 'speech.wav', contentType: 'audio/wav', size: 8, createdAt: 5000 });
+      const got = await store.getArtifact(t.id, 'speech.wav');
+      expect(got?.data.equals(bytes)).toBe(true);
+      expect(got?.contentType).toBe('audio/wav');
+      await store.putArtifact({ taskId: t.id, name: 'speech.wav', contentType: 'audio/wav', data: Buffer.from('new') }, 6000);
+      await store.putArtifact({ taskId: t.id, name: 'a.png', contentType: 'image/png', data: Buffer.alloc(3) }, 6000);
+      expect((await store.getArtifact(t.id, 'speech.wav'))?.data.toString()).toBe('new');
+      expect((await store.listArtifacts(t.id)).map((a) => [a.name, a.size])).toEqual([
+        ['a.png', 3],
+        ['speech.wav', 3],
+      ]);
+      expect(await store.getArtifact(t.id, 'missing.wav')).toBeNull();
+    });
+
     it('answers ping while open', async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });

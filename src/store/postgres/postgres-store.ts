@@ -1,6 +1,8 @@
 import pg from 'pg';
 import { StoreUnavailableError } from '../../core/errors.js';
 import type {
+  Artifact,
+  ArtifactMeta,
   CancelOutcome,
   CountRow,
   FailRequest,
@@ -10,10 +12,23 @@ import type {
   ListQuery,
   ListResult,
   ReapResult,
+  RunningTaskRef,
   TaskStore,
+  WorkerRecord,
 } from '../../core/store.js';
 import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js';
-import { listOrderBy, rowToSummary, rowToTask, SUMMARY_COLUMNS, type SummaryRow, type TaskRow } from '../rows.js';
+import {
+  listOrderBy,
+  rowToArtifactMeta,
+  rowToSummary,
+  rowToTask,
+  rowToWorker,
+  SUMMARY_COLUMNS,
+  type ArtifactRow,
+  type SummaryRow,
+  type TaskRow,
+  type WorkerRow,
+} from '../rows.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
 
 const COMMANDS = [
@@ -242,6 +257,61 @@ export class PostgresTaskStore implements TaskStore {
       limitPerModel * 50,
     ]);
     return rows.map((r) => ({ taskType: r.task_type, modelName: r.model_name, meanMs: r.mean_ms, samples: r.samples }));
+  }
+
+  async upsertWorker(w: Omit<WorkerRecord, 'registeredAt' | 'lastSeenAt'>, now: number): Promise<WorkerRecord> {
+    const models = JSON.stringify(w.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })));
+    const [row] = await this.q<WorkerRow>(
+      'upsert worker',
+      `INSERT INTO workers (id, models, concurrency, hardware, registered_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $5)
+       ON CONFLICT (id) DO UPDATE SET models = EXCLUDED.models, concurrency = EXCLUDED.concurrency,
+         hardware = EXCLUDED.hardware, last_seen_at = EXCLUDED.last_seen_at
+       RETURNING *`,
+      [w.id, models, w.concurrency, JSON.stringify(w.hardware), now],
+    );
+    return rowToWorker(row);
+  }
+
+  async touchWorker(id: string, now: number): Promise<boolean> {
+    return (await this.q('touch worker', 'UPDATE workers SET last_seen_at = $2 WHERE id = $1 RETURNING id', [id, now])).length > 0;
+  }
+
+  async removeWorker(id: string): Promise<void> {
+    await this.q('remove worker', 'DELETE FROM workers WHERE id = $1', [id]);
+  }
+
+  async listWorkers(): Promise<WorkerRecord[]> {
+    return (await this.q<WorkerRow>('list workers', 'SELECT * FROM workers ORDER BY id')).map(rowToWorker);
+  }
+
+  async runningTasks(): Promise<RunningTaskRef[]> {
+    const rows = await this.q<{ id: string; worker_id: string | null }>('running tasks', "SELECT id, worker_id FROM tasks WHERE status = 'running'");
+    return rows.map((r) => ({ id: r.id, workerId: r.worker_id }));
+  }
+
+  async putArtifact(a: Omit<Artifact, 'size' | 'createdAt'>, now: number): Promise<ArtifactMeta> {
+    await this.q(
+      'put artifact',
+      `INSERT INTO artifacts (task_id, name, content_type, size, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (task_id, name) DO UPDATE SET content_type = EXCLUDED.content_type, size = EXCLUDED.size,
+         data = EXCLUDED.data, created_at = EXCLUDED.created_at`,
+      [a.taskId, a.name, a.contentType, a.data.length, a.data, now],
+    );
+    return { taskId: a.taskId, name: a.name, contentType: a.contentType, size: a.data.length, createdAt: now };
+  }
+
+  async getArtifact(taskId: string, name: string): Promise<Artifact | null> {
+    const [r] = await this.q<ArtifactRow>('get artifact', 'SELECT * FROM artifacts WHERE task_id = $1 AND name = $2', [taskId, name]);
+    return r ? { ...rowToArtifactMeta(r), data: r.data } : null;
+  }
+
+  async listArtifacts(taskId: string): Promise<ArtifactMeta[]> {
+    const rows = await this.q<ArtifactRow>(
+      'list artifacts',
+      'SELECT task_id, name, content_type, size, created_at FROM artifacts WHERE task_id = $1 ORDER BY name',
+      [taskId],
+    );
+    return rows.map(rowToArtifactMeta);
   }
 
   /** A real write, so a read-only or full database reports unhealthy too. */

@@ -4,6 +4,8 @@ import Database from 'better-sqlite3';
 import { StoreUnavailableError } from '../../core/errors.js';
 import { newLeaseToken } from '../../core/ids.js';
 import type {
+  Artifact,
+  ArtifactMeta,
   CancelOutcome,
   CountRow,
   FailRequest,
@@ -13,10 +15,23 @@ import type {
   ListQuery,
   ListResult,
   ReapResult,
+  RunningTaskRef,
   TaskStore,
+  WorkerRecord,
 } from '../../core/store.js';
 import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js';
-import { listOrderBy, rowToSummary, rowToTask, SUMMARY_COLUMNS, type SummaryRow, type TaskRow } from '../rows.js';
+import {
+  listOrderBy,
+  rowToArtifactMeta,
+  rowToSummary,
+  rowToTask,
+  rowToWorker,
+  SUMMARY_COLUMNS,
+  type ArtifactRow,
+  type SummaryRow,
+  type TaskRow,
+  type WorkerRow,
+} from '../rows.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
 
 const COMMANDS = [
@@ -374,6 +389,72 @@ export class SqliteTaskStore implements TaskStore {
         mean_ms: number;
         samples: number;
       }>).map((r) => ({ taskType: r.task_type, modelName: r.model_name, meanMs: r.mean_ms, samples: r.samples })),
+    );
+  }
+
+  upsertWorker(w: Omit<WorkerRecord, 'registeredAt' | 'lastSeenAt'>, now: number): Promise<WorkerRecord> {
+    const models = JSON.stringify(w.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })));
+    const hardware = JSON.stringify(w.hardware);
+    return this.write(() => {
+      const row = this.db
+        .prepare(
+          `INSERT INTO workers (id, models, concurrency, hardware, registered_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET models = excluded.models, concurrency = excluded.concurrency,
+             hardware = excluded.hardware, last_seen_at = excluded.last_seen_at
+           RETURNING *`,
+        )
+        .get(w.id, models, w.concurrency, hardware, now, now) as WorkerRow;
+      return rowToWorker(row);
+    });
+  }
+
+  touchWorker(id: string, now: number): Promise<boolean> {
+    return this.write(() => this.db.prepare('UPDATE workers SET last_seen_at = ? WHERE id = ?').run(now, id).changes > 0);
+  }
+
+  removeWorker(id: string): Promise<void> {
+    return this.write(() => {
+      this.db.prepare('DELETE FROM workers WHERE id = ?').run(id);
+    });
+  }
+
+  listWorkers(): Promise<WorkerRecord[]> {
+    return this.read('list workers', () => (this.db.prepare('SELECT * FROM workers ORDER BY id').all() as WorkerRow[]).map(rowToWorker));
+  }
+
+  runningTasks(): Promise<RunningTaskRef[]> {
+    return this.read('running tasks', () =>
+      (this.db.prepare("SELECT id, worker_id FROM tasks WHERE status = 'running'").all() as Array<{ id: string; worker_id: string | null }>).map(
+        (r) => ({ id: r.id, workerId: r.worker_id }),
+      ),
+    );
+  }
+
+  putArtifact(a: Omit<Artifact, 'size' | 'createdAt'>, now: number): Promise<ArtifactMeta> {
+    return this.write(() => {
+      this.db
+        .prepare(
+          `INSERT INTO artifacts (task_id, name, content_type, size, data, created_at) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (task_id, name) DO UPDATE SET content_type = excluded.content_type, size = excluded.size,
+             data = excluded.data, created_at = excluded.created_at`,
+        )
+        .run(a.taskId, a.name, a.contentType, a.data.length, a.data, now);
+      return { taskId: a.taskId, name: a.name, contentType: a.contentType, size: a.data.length, createdAt: now };
+    });
+  }
+
+  getArtifact(taskId: string, name: string): Promise<Artifact | null> {
+    return this.read('get artifact', () => {
+      const r = this.db.prepare('SELECT * FROM artifacts WHERE task_id = ? AND name = ?').get(taskId, name) as ArtifactRow | undefined;
+      return r ? { ...rowToArtifactMeta(r), data: r.data } : null;
+    });
+  }
+
+  listArtifacts(taskId: string): Promise<ArtifactMeta[]> {
+    return this.read('list artifacts', () =>
+      (this.db.prepare('SELECT task_id, name, content_type, size, created_at FROM artifacts WHERE task_id = ? ORDER BY name').all(taskId) as ArtifactRow[]).map(
+        rowToArtifactMeta,
+      ),
     );
   }
 
