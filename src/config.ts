@@ -31,6 +31,10 @@ export interface Config {
   workerConcurrency: number;
   shutdownGraceSeconds: number;
   trustProxy: boolean;
+  /** Shared secret remote workers present; remote workers are refused while unset. */
+  workerToken: string | null;
+  /** Largest artifact a worker may upload, in bytes. */
+  artifactLimitBytes: number;
   /** Refuse new tasks with 503 WORKER_UNAVAILABLE when no worker serves the model. */
   rejectWithoutWorker: boolean;
 }
@@ -63,6 +67,8 @@ export function defaultConfig(): Config {
     shutdownGraceSeconds: 10,
     trustProxy: false,
     rejectWithoutWorker: false,
+    workerToken: null,
+    artifactLimitBytes: 64 * 1024 * 1024,
   };
 }
 
@@ -135,6 +141,17 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
     help: 'On SIGTERM, how long running tasks may finish before they are requeued (default 10)',
   },
   TASK_MANAGER_TRUST_PROXY: { set: bool((c, v) => (c.trustProxy = v)), help: 'Take client IPs from X-Forwarded-For (default false)' },
+  TASK_MANAGER_WORKER_TOKEN: {
+    set: (c, raw, name) => {
+      if (raw.length < 16) throw new ConfigError(`${name} must be at least 16 characters`);
+      c.workerToken = raw;
+    },
+    help: 'Shared secret for remote workers (Authorization: Bearer …); unset refuses remote workers',
+  },
+  TASK_MANAGER_ARTIFACT_LIMIT_BYTES: {
+    set: int(1024, 2 ** 31, (c, v) => (c.artifactLimitBytes = v)),
+    help: 'Largest artifact (audio, image) a worker may upload (default 64 MiB)',
+  },
   TASK_MANAGER_REJECT_WITHOUT_WORKER: {
     set: bool((c, v) => (c.rejectWithoutWorker = v)),
     help: 'Answer 503 WORKER_UNAVAILABLE instead of queueing when no worker serves the model (default false)',

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   UNAUTHORIZED: { status: 401, message: 'Missing or invalid credentials' },
   ROUTE_NOT_FOUND: { status: 404, message: 'No such endpoint' },
   ARTIFACT_NOT_FOUND: { status: 404, message: 'Requested artifact does not exist' },
+  WORKER_NOT_FOUND: { status: 404, message: 'Worker is not registered' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this endpoint' },
   TASK_NOT_CANCELLABLE: { status: 409, message: 'Task cannot be cancelled' },
   LEASE_CONFLICT: { status: 409, message: 'Lease is no longer held by this worker' },

@@ -36,8 +36,8 @@ const pendingKey = (m: ModelRef): string => `${m.taskType}\u0000${m.modelName}`;
  * Routes and workers (both transports) use this and never the store directly.
  */
 export class TaskQueue {
-  readonly workers = new WorkerDirectory();
-  readonly eta = new EtaEstimator((m) => this.workers.slots(m));
+  readonly workers: WorkerDirectory;
+  readonly eta: EtaEstimator;
   private readonly wakeups = new LeaseWakeups();
   private readonly unsubscribe: () => void;
   /** Pending tasks per model as last read from the store's counters, plus local creates since. */
@@ -52,6 +52,9 @@ export class TaskQueue {
     readonly bus: EventBus,
     private readonly opts: TaskQueueOptions,
   ) {
+    // A worker that has not been heard from for a lease length has lost its tasks too.
+    this.workers = new WorkerDirectory(store, opts.leaseMs);
+    this.eta = new EtaEstimator((m) => this.workers.slots(m));
     // Wake waiting leases for tasks that became pending on this node or another one.
     this.unsubscribe = bus.subscribe((e) => {
       if (e.type === 'created' || e.type === 'requeued') this.wakeups.notify(refOf(e.task));
@@ -228,6 +231,7 @@ export class TaskQueue {
   }
 
   close(): void {
+    this.workers.stop();
     this.unsubscribe();
   }
 }

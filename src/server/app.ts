@@ -23,7 +23,9 @@ import { installErrorHandling } from './error-handling.js';
 import { Metrics } from './metrics.js';
 import { installRateLimit, MemoryRateLimitStore, type RateLimitStore } from './rate-limit.js';
 import { systemRoutes } from './routes/system.js';
+import { modelAndArtifactRoutes } from './routes/models.js';
 import { taskRoutes } from './routes/tasks.js';
+import { workerRoutes } from './routes/workers.js';
 import { VERSION } from './version.js';
 
 export interface Services {
@@ -150,6 +152,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
         models: served,
         concurrency: config.workerConcurrency,
         heartbeatMs: Math.max(250, Math.floor((config.leaseSeconds * 1000) / 3)),
+        leaseWaitMs: Math.max(500, Math.floor((config.leaseSeconds * 1000) / 2)),
         log: app.log.child({ worker_id: 'worker_embedded' }),
       });
     }
@@ -182,7 +185,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     installRateLimit(app, {
       ...config.rateLimit,
       store: rateLimitStore,
-      exempt: (url) => RATE_LIMIT_EXEMPT.has(url.split('?')[0]),
+      // Workers authenticate with the worker token and poll by design; they are not rate limited.
+      exempt: (url, method) => RATE_LIMIT_EXEMPT.has(url.split('?')[0]) || (method !== 'GET' && url.startsWith('/workers/')),
     });
   }
 
@@ -197,18 +201,23 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       servers: [{ url: `http://localhost:${config.port}` }],
       tags: [
         { name: 'tasks', description: 'Task management' },
+        { name: 'models', description: 'Model catalog and availability' },
+        { name: 'workers', description: 'Workers, and the protocol remote workers speak (Bearer worker token)' },
         { name: 'system', description: 'Health and metrics' },
       ],
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(taskRoutes);
+  await app.register(modelAndArtifactRoutes);
+  await app.register(workerRoutes);
   await app.register(systemRoutes);
 
   const reaper = new LeaseReaper(queue, { intervalMs: config.reaperIntervalMs, timeoutGraceMs: 5_000 }, app.log);
 
   app.addHook('onReady', async () => {
     await queue.seedEstimates();
+    queue.workers.start();
     reaper.start();
     await worker?.start();
   });

@@ -58,7 +58,7 @@ export interface RateLimitOptions {
   burst: number;
   burstWindowSeconds: number;
   store: RateLimitStore;
-  exempt: (url: string) => boolean;
+  exempt: (url: string, method: string) => boolean;
 }
 
 /** Per-client-IP limits: a per-minute quota and a short burst window, both enforced. */
@@ -68,7 +68,7 @@ export function installRateLimit(app: FastifyInstance, opts: RateLimitOptions): 
     { limit: opts.burst, windowMs: opts.burstWindowSeconds * 1000 },
   ];
   app.addHook('onRequest', async (request, reply) => {
-    if (opts.exempt(request.url)) return;
+    if (opts.exempt(request.url, request.method)) return;
     const now = Date.now();
     let d: RateDecision;
     try {

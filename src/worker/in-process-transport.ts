@@ -1,7 +1,10 @@
 import type { ModelRef, TaskError } from '../core/task.js';
 import type { LeaseOutcome } from '../core/store.js';
 import type { TaskQueue } from '../scheduler/task-queue.js';
-import type { LeaseState, WorkerInfo, WorkerTransport } from './transport.js';
+import type { EngineArtifact } from '../core/engine.js';
+import type { ArtifactRef, LeaseState, WorkerInfo, WorkerTransport } from './transport.js';
+
+export const artifactUrl = (taskId: string, name: string): string => `/tasks/${taskId}/artifacts/${encodeURIComponent(name)}`;
 
 const state = (o: LeaseOutcome): LeaseState => o.kind;
 
@@ -13,12 +16,12 @@ export class InProcessTransport implements WorkerTransport {
 
   async register(info: WorkerInfo): Promise<void> {
     this.info = info;
-    this.queue.workers.register(info);
+    await this.queue.workers.register({ id: info.workerId, models: info.models, concurrency: info.concurrency, hardware: info.hardware ?? {} });
   }
 
   async unregister(): Promise<void> {
     if (!this.info) return;
-    this.queue.workers.unregister(this.info.workerId);
+    await this.queue.workers.unregister(this.info.workerId);
     this.info = null;
   }
 
@@ -27,11 +30,13 @@ export class InProcessTransport implements WorkerTransport {
     return this.info.workerId;
   }
 
-  lease(models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal) {
+  async lease(models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal) {
+    await this.queue.workers.touch(this.workerId);
     return this.queue.leaseWait(this.workerId, models, limit, waitMs, signal);
   }
 
   async heartbeat(taskId: string, leaseToken: string, progress?: number): Promise<LeaseState> {
+    await this.queue.workers.touch(this.workerId);
     return state(await this.queue.heartbeat(taskId, leaseToken, progress));
   }
 
@@ -45,6 +50,13 @@ export class InProcessTransport implements WorkerTransport {
 
   async release(taskId: string, leaseToken: string): Promise<LeaseState> {
     return state(await this.queue.release(taskId, leaseToken));
+  }
+
+  async putArtifact(taskId: string, leaseToken: string, artifact: EngineArtifact): Promise<ArtifactRef> {
+    const task = await this.queue.store.getTask(taskId);
+    if (!task || task.status !== 'running' || task.leaseToken !== leaseToken) throw new Error(`lease on ${taskId} is no longer held`);
+    const meta = await this.queue.store.putArtifact({ taskId, name: artifact.name, contentType: artifact.contentType, data: artifact.data }, Date.now());
+    return { name: meta.name, url: artifactUrl(taskId, meta.name), content_type: meta.contentType, size: meta.size };
   }
 
   onCancel(listener: (taskId: string) => void): () => void {

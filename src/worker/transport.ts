@@ -1,8 +1,16 @@
+import type { EngineArtifact } from '../core/engine.js';
 import type { LeasedTask } from '../core/store.js';
 import type { ModelRef, TaskError } from '../core/task.js';
 
 /** What the server says about a lease the worker presented. */
 export type LeaseState = 'ok' | 'cancelled' | 'stale';
+
+export interface ArtifactRef {
+  name: string;
+  url: string;
+  content_type: string;
+  size: number;
+}
 
 export interface WorkerInfo {
   workerId: string;
@@ -16,6 +24,8 @@ export interface WorkerInfo {
  * and HTTP (remote workers). The runtime does not know which it has.
  */
 export interface WorkerTransport {
+  /** True where cancels arrive as answers to a lease poll, so one poll must stay open even when every slot is busy. */
+  readonly pollsForCancels?: boolean;
   register(info: WorkerInfo): Promise<void>;
   /** Long-poll: resolves with up to `limit` tasks, or [] after `waitMs`. */
   lease(models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal): Promise<LeasedTask[]>;
@@ -23,6 +33,8 @@ export interface WorkerTransport {
   complete(taskId: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseState>;
   fail(taskId: string, leaseToken: string, error: TaskError, retryable: boolean): Promise<LeaseState>;
   release(taskId: string, leaseToken: string): Promise<LeaseState>;
+  /** Stores a binary output under the lease; returns where clients fetch it. */
+  putArtifact(taskId: string, leaseToken: string, artifact: EngineArtifact): Promise<ArtifactRef>;
   /** Push notice of cancelled tasks, where the transport has one; heartbeats are the fallback. */
   onCancel(listener: (taskId: string) => void): () => void;
   unregister(): Promise<void>;

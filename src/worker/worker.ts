@@ -89,12 +89,17 @@ export class Worker {
     let backoffMs = 100;
     while (!signal.aborted) {
       const free = this.opts.concurrency - this.running.size;
-      if (free <= 0) {
+      if (free <= 0 && !this.transport.pollsForCancels) {
         await new Promise<void>((resolve) => (this.slotFreed = resolve));
         continue;
       }
+      // When full, the poll only listens for cancels; a freed slot ends it so we ask for work again.
+      const poll = new AbortController();
+      const stopPoll = () => poll.abort();
+      signal.addEventListener('abort', stopPoll, { once: true });
+      if (free <= 0) this.slotFreed = stopPoll;
       try {
-        const leased = await this.transport.lease(models, free, this.opts.leaseWaitMs ?? 30_000, signal);
+        const leased = await this.transport.lease(models, Math.max(0, free), this.opts.leaseWaitMs ?? 30_000, poll.signal);
         backoffMs = 100;
         for (const l of leased) {
           // Leased while stopping: give it straight back rather than start it.
@@ -106,6 +111,9 @@ export class Worker {
         this.log.warn({ err, backoffMs }, 'lease failed; retrying');
         await sleep(backoffMs, signal);
         backoffMs = Math.min(backoffMs * 2, 5_000);
+      } finally {
+        signal.removeEventListener('abort', stopPoll);
+        if (this.slotFreed === stopPoll) this.slotFreed = null;
       }
     }
   }
@@ -143,7 +151,7 @@ export class Worker {
         .catch((err) => log.warn({ err }, 'heartbeat failed'));
     }, this.opts.heartbeatMs);
     try {
-      const { result } = await served.engine.run(
+      const { result, artifacts = [] } = await served.engine.run(
         {
           id: task.id,
           taskType: task.taskType,
@@ -159,8 +167,14 @@ export class Worker {
           },
         },
       );
-      if (controller.signal.aborted) await this.afterStop(entry, controller.signal.reason as StopReason, log);
-      else await this.report(() => this.transport.complete(task.id, leaseToken, result), log);
+      if (controller.signal.aborted) {
+        await this.afterStop(entry, controller.signal.reason as StopReason, log);
+      } else {
+        const refs = [];
+        for (const a of artifacts) refs.push(await this.transport.putArtifact(task.id, leaseToken, a));
+        const final = refs.length ? { ...result, artifacts: refs } : result;
+        await this.report(() => this.transport.complete(task.id, leaseToken, final), log);
+      }
     } catch (err) {
       if (controller.signal.aborted) {
         await this.afterStop(entry, controller.signal.reason as StopReason, log);

@@ -6,7 +6,7 @@
 import { deflateSync } from 'node:zlib';
 
 export interface RenderTextPngOptions {
-  /** Pixel size of one font dot. Default 7. */
+  /** Pixel size of one font dot. Default 6 (read back best by tesseract's LSTM model). */
   scale?: number;
   /** White border around the text, in pixels. Default 4 × scale. */
   margin?: number;
@@ -68,7 +68,7 @@ const GLYPH_H = 7;
 
 /** Renders `text` (one line; lower case is drawn as upper case) as an 8-bit greyscale PNG. */
 export function renderTextPng(text: string, opts: RenderTextPngOptions = {}): Buffer {
-  const scale = opts.scale ?? 7;
+  const scale = opts.scale ?? 6;
   const margin = opts.margin ?? scale * 4;
   const spacing = opts.letterSpacing ?? 1;
   const fg = opts.foreground ?? 0;

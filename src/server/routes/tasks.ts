@@ -31,14 +31,20 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const body = request.body;
       const entry = catalog.get(body.model_name);
-      if (!entry) {
-        throw new AppError('MODEL_NOT_FOUND', `Model "${body.model_name}" is not in the model catalog`, {
-          details: { field: 'model_name', reason: 'Model not found', available: catalog.entries().slice(0, 50).map((e) => e.name) },
+      // A model is known from the catalog, or because a live worker advertises it.
+      const taskTypes = entry ? entry.taskTypes : queue.workers.liveTaskTypes(body.model_name);
+      if (taskTypes.length === 0) {
+        throw new AppError('MODEL_NOT_FOUND', `Model "${body.model_name}" is not in the model catalog and no live worker serves it`, {
+          details: {
+            field: 'model_name',
+            reason: 'Model not found',
+            available: [...new Set([...catalog.entries().map((e) => e.name), ...queue.workers.liveModels().map((m) => m.modelName)])].slice(0, 50),
+          },
         });
       }
-      if (!entry.taskTypes.includes(body.task_type)) {
-        throw new AppError('MODEL_NOT_FOUND', `Model "${body.model_name}" does not serve ${body.task_type}; it serves ${entry.taskTypes.join(', ')}`, {
-          details: { field: 'model_name', reason: `Model does not serve ${body.task_type}`, task_types: entry.taskTypes },
+      if (!taskTypes.includes(body.task_type)) {
+        throw new AppError('MODEL_NOT_FOUND', `Model "${body.model_name}" does not serve ${body.task_type}; it serves ${taskTypes.join(', ')}`, {
+          details: { field: 'model_name', reason: `Model does not serve ${body.task_type}`, task_types: taskTypes },
         });
       }
       inputValidator.validate(body.task_type, body.input_data, body.parameters);

@@ -1,0 +1,134 @@
+/** The remote worker protocol's schemas, shared by the server routes and the HTTP transport. */
+import { Type, type Static } from '@sinclair/typebox';
+import { ModelName, TaskErrorSchema, TaskTypeSchema } from './schemas.js';
+
+export const WORKER_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$';
+export const ARTIFACT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
+
+const WorkerId = Type.String({ pattern: WORKER_ID_PATTERN, description: 'Worker identifier' });
+const LeaseToken = Type.String({ minLength: 1, maxLength: 128, description: 'Fencing token from the lease' });
+
+export const ModelRefSchema = Type.Object({ task_type: TaskTypeSchema, model_name: ModelName }, { additionalProperties: false });
+
+export const RegisterWorkerBody = Type.Object(
+  {
+    worker_id: Type.Optional(WorkerId),
+    models: Type.Array(ModelRefSchema, { minItems: 1, maxItems: 256 }),
+    concurrency: Type.Integer({ minimum: 1, maximum: 1024 }),
+    hardware: Type.Optional(
+      Type.Record(Type.String(), Type.Any(), { description: 'Facts such as gpu_name, gpu_memory_mb, cpu_cores' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type RegisterWorkerBody = Static<typeof RegisterWorkerBody>;
+
+export const RegisterWorkerResponse = Type.Object({
+  worker_id: Type.String(),
+  lease_seconds: Type.Number({ description: 'A lease not extended this long is lost' }),
+  heartbeat_seconds: Type.Number({ description: 'How often to heartbeat running tasks' }),
+  max_wait_seconds: Type.Number({ description: 'Longest lease long-poll the server holds' }),
+});
+
+export const WorkerIdParams = Type.Object({ worker_id: WorkerId });
+export const WorkerTaskParams = Type.Object({ worker_id: WorkerId, task_id: Type.String({ minLength: 1, maxLength: 200 }) });
+export const ArtifactUploadParams = Type.Object({
+  worker_id: WorkerId,
+  task_id: Type.String({ minLength: 1, maxLength: 200 }),
+  name: Type.String({ pattern: ARTIFACT_NAME_PATTERN }),
+});
+export const ArtifactUploadQuery = Type.Object({ lease_token: LeaseToken }, { additionalProperties: false });
+
+export const LeaseBody = Type.Object(
+  {
+    max_tasks: Type.Integer({ minimum: 0, maximum: 256, description: '0 waits only for cancellations of running tasks' }),
+    wait_seconds: Type.Optional(Type.Number({ minimum: 0, maximum: 300 })),
+    running: Type.Optional(Type.Array(Type.String({ maxLength: 200 }), { maxItems: 1024, description: 'Tasks the worker is running now' })),
+  },
+  { additionalProperties: false },
+);
+export type LeaseBody = Static<typeof LeaseBody>;
+
+export const LeasedTaskSchema = Type.Object({
+  task_id: Type.String(),
+  lease_token: Type.String(),
+  task_type: TaskTypeSchema,
+  model_name: Type.String(),
+  input_data: Type.Any(),
+  parameters: Type.Any(),
+  priority: Type.Integer(),
+  attempts: Type.Integer(),
+  timeout_seconds: Type.Number(),
+  started_at: Type.String({ format: 'date-time' }),
+});
+
+export const LeaseResponse = Type.Object({
+  tasks: Type.Array(LeasedTaskSchema),
+  cancelled: Type.Array(Type.String(), { description: 'Running tasks of this worker that were cancelled: stop them' }),
+});
+
+export const HeartbeatBody = Type.Object(
+  {
+    tasks: Type.Array(
+      Type.Object(
+        { task_id: Type.String({ maxLength: 200 }), lease_token: LeaseToken, progress: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })) },
+        { additionalProperties: false },
+      ),
+      { maxItems: 1024 },
+    ),
+  },
+  { additionalProperties: false },
+);
+export type HeartbeatBody = Static<typeof HeartbeatBody>;
+
+export const HeartbeatResponse = Type.Object({
+  cancelled: Type.Array(Type.String(), { description: 'Stop these: the task was cancelled' }),
+  lost: Type.Array(Type.String(), { description: 'Stop these: the lease is no longer yours' }),
+});
+
+export const CompleteBody = Type.Object(
+  { lease_token: LeaseToken, result: Type.Record(Type.String(), Type.Any()) },
+  { additionalProperties: false },
+);
+export const FailBody = Type.Object(
+  {
+    lease_token: LeaseToken,
+    error: TaskErrorSchema,
+    retryable: Type.Optional(Type.Boolean({ description: 'Requeue while attempts remain' })),
+  },
+  { additionalProperties: false },
+);
+export const ReleaseBody = Type.Object({ lease_token: LeaseToken }, { additionalProperties: false });
+
+export const LeaseWriteResponse = Type.Object({ task_id: Type.String(), status: Type.String() });
+
+export const ArtifactMetaSchema = Type.Object({
+  name: Type.String(),
+  url: Type.String(),
+  content_type: Type.String(),
+  size: Type.Integer(),
+});
+
+export const WorkerViewSchema = Type.Object({
+  worker_id: Type.String(),
+  status: Type.Unsafe<'idle' | 'busy' | 'offline'>({ type: 'string', enum: ['idle', 'busy', 'offline'] }),
+  models: Type.Array(Type.Object({ task_type: Type.String(), model_name: Type.String() })),
+  concurrency: Type.Integer(),
+  current_tasks: Type.Array(Type.String()),
+  hardware: Type.Record(Type.String(), Type.Any()),
+  registered_at: Type.String({ format: 'date-time' }),
+  last_heartbeat: Type.String({ format: 'date-time' }),
+});
+export const WorkersResponse = Type.Object({ workers: Type.Array(WorkerViewSchema), total: Type.Integer() });
+
+export const ModelViewSchema = Type.Object({
+  model_name: Type.String(),
+  task_types: Type.Array(Type.String()),
+  engine: Type.String(),
+  description: Type.Union([Type.String(), Type.Null()]),
+  in_catalog: Type.Boolean(),
+  available: Type.Boolean({ description: 'A live worker serves it' }),
+  workers: Type.Array(Type.String()),
+  mean_run_seconds: Type.Record(Type.String(), Type.Number()),
+});
+export const ModelsResponse = Type.Object({ models: Type.Array(ModelViewSchema) });

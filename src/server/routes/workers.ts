@@ -1,0 +1,316 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { AppError } from '../../core/errors.js';
+import { ErrorResponse } from '../../core/schemas.js';
+import type { LeaseOutcome } from '../../core/store.js';
+import {
+  ArtifactMetaSchema,
+  ArtifactUploadParams,
+  ArtifactUploadQuery,
+  CompleteBody,
+  FailBody,
+  HeartbeatBody,
+  HeartbeatResponse,
+  LeaseBody,
+  LeaseResponse,
+  LeaseWriteResponse,
+  RegisterWorkerBody,
+  RegisterWorkerResponse,
+  ReleaseBody,
+  WorkerIdParams,
+  WorkersResponse,
+  WorkerTaskParams,
+} from '../../core/worker-protocol.js';
+import { artifactUrl } from '../../worker/in-process-transport.js';
+import { defaultWorkerId } from '../../worker/worker.js';
+import { iso } from '../serialize.js';
+
+const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorResponse]));
+
+function leaseResult(out: LeaseOutcome, id: string) {
+  if (out.kind === 'ok') return { task_id: id, status: out.task.status };
+  throw new AppError('LEASE_CONFLICT', out.kind === 'cancelled' ? `Task ${id} was cancelled` : `Lease on task ${id} is no longer held`, {
+    details: { task_id: id, reason: out.kind, status: out.task?.status ?? null },
+  });
+}
+
+/** The remote worker protocol: register, long-poll leases, heartbeat, report, upload artifacts. */
+export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { queue, config } = app.services;
+  const leaseMs = config.leaseSeconds * 1000;
+  const maxWaitMs = Math.max(1000, Math.floor(leaseMs / 2));
+  const token = config.workerToken ? Buffer.from(config.workerToken) : null;
+
+  const authenticate = async (request: FastifyRequest) => {
+    if (!token) throw new AppError('UNAUTHORIZED', 'Remote workers are disabled: set TASK_MANAGER_WORKER_TOKEN on the server');
+    const header = request.headers.authorization ?? '';
+    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+    if (given.length !== token.length || !timingSafeEqual(given, token)) {
+      throw new AppError('UNAUTHORIZED', 'Missing or invalid worker token', { headers: { 'www-authenticate': 'Bearer' } });
+    }
+  };
+
+  const known = async (workerId: string) => {
+    const worker = await queue.workers.get(workerId);
+    if (!worker) throw new AppError('WORKER_NOT_FOUND', `Worker ${workerId} is not registered (or went offline): register again`);
+    await queue.workers.touch(workerId);
+    return worker;
+  };
+
+  app.get(
+    '/workers',
+    {
+      schema: {
+        tags: ['workers'],
+        summary: 'List workers',
+        description: 'Registered workers with their status (idle, busy, offline), models, current tasks and last heartbeat.',
+        response: { 200: WorkersResponse, ...errors(429, 503) },
+      },
+    },
+    async () => {
+      const workers = (await queue.workers.list()).map((w) => ({
+        worker_id: w.id,
+        status: w.status,
+        models: w.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })),
+        concurrency: w.concurrency,
+        current_tasks: w.currentTasks,
+        hardware: w.hardware,
+        registered_at: iso(w.registeredAt)!,
+        last_heartbeat: iso(w.lastSeenAt)!,
+      }));
+      return { workers, total: workers.length };
+    },
+  );
+
+  await app.register(async (scope) => {
+    const protocol = scope.withTypeProvider<TypeBoxTypeProvider>();
+    protocol.addHook('onRequest', authenticate);
+    // Artifacts arrive as raw bytes of any media type.
+    protocol.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.artifactLimitBytes }, (_req, body, done) => done(null, body));
+
+    protocol.post(
+      '/workers/register',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Register a worker',
+          description: 'Announces a worker, the models it serves, its concurrency and hardware. Registering again updates it.',
+          body: RegisterWorkerBody,
+          response: { 200: RegisterWorkerResponse, ...errors(401, 422, 503) },
+        },
+      },
+      async (request) => {
+        const b = request.body;
+        const w = await queue.workers.register({
+          id: b.worker_id ?? defaultWorkerId(),
+          models: b.models.map((m) => ({ taskType: m.task_type, modelName: m.model_name })),
+          concurrency: b.concurrency,
+          hardware: b.hardware ?? {},
+        });
+        return {
+          worker_id: w.id,
+          lease_seconds: config.leaseSeconds,
+          heartbeat_seconds: Math.max(1, Math.floor(config.leaseSeconds / 3)),
+          max_wait_seconds: maxWaitMs / 1000,
+        };
+      },
+    );
+
+    protocol.delete(
+      '/workers/:worker_id',
+      { schema: { tags: ['workers'], summary: 'Unregister a worker', params: WorkerIdParams, response: { 204: { type: 'null' }, ...errors(401, 503) } } },
+      async (request, reply) => {
+        await queue.workers.unregister(request.params.worker_id);
+        return reply.code(204).send();
+      },
+    );
+
+    protocol.post(
+      '/workers/:worker_id/lease',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Lease tasks (long-poll)',
+          description:
+            'Returns as soon as a task for one of the worker\'s models is leased to it, or a task it is running is cancelled, or after wait_seconds (capped at max_wait_seconds). A lease that cannot be delivered because the worker disconnected is given back.',
+          params: WorkerIdParams,
+          body: LeaseBody,
+          response: { 200: LeaseResponse, ...errors(401, 404, 422, 503) },
+        },
+      },
+      async (request, reply) => {
+        const workerId = request.params.worker_id;
+        const worker = await known(workerId);
+        const { max_tasks: maxTasks, wait_seconds: waitSeconds, running = [] } = request.body;
+        const waitMs = Math.min(maxWaitMs, waitSeconds === undefined ? maxWaitMs : waitSeconds * 1000);
+
+        const controller = new AbortController();
+        let gone = false;
+        reply.raw.once('close', () => {
+          if (!reply.raw.writableFinished) {
+            gone = true;
+            controller.abort();
+          }
+        });
+        const cancelled = new Set<string>();
+        const off = queue.bus.subscribe((e) => {
+          if (e.type === 'cancelled' && e.task.workerId === workerId) {
+            cancelled.add(e.task.id);
+            controller.abort();
+          }
+        });
+        try {
+          // Cancels that happened since the worker last asked.
+          for (const id of running) {
+            const t = await queue.store.getTask(id);
+            if (t && t.status === 'cancelled' && t.workerId === workerId) cancelled.add(id);
+          }
+          let leased: Awaited<ReturnType<typeof queue.leaseWait>> = [];
+          if (cancelled.size === 0) {
+            if (maxTasks > 0) {
+              leased = await queue.leaseWait(workerId, worker.models, maxTasks, waitMs, controller.signal);
+            } else {
+              await new Promise<void>((resolve) => {
+                const t = setTimeout(resolve, waitMs);
+                controller.signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+              });
+            }
+          }
+          if (gone) {
+            for (const l of leased) await queue.release(l.task.id, l.leaseToken);
+            return reply;
+          }
+          return {
+            tasks: leased.map(({ task, leaseToken }) => ({
+              task_id: task.id,
+              lease_token: leaseToken,
+              task_type: task.taskType,
+              model_name: task.modelName,
+              input_data: task.inputData,
+              parameters: task.parameters,
+              priority: task.priority,
+              attempts: task.attempts,
+              timeout_seconds: task.timeoutMs / 1000,
+              started_at: iso(task.startedAt)!,
+            })),
+            cancelled: [...cancelled],
+          };
+        } finally {
+          off();
+        }
+      },
+    );
+
+    protocol.post(
+      '/workers/:worker_id/heartbeat',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Heartbeat running tasks',
+          description: 'Extends the leases of the listed tasks and records their progress. The reply names tasks to stop.',
+          params: WorkerIdParams,
+          body: HeartbeatBody,
+          response: { 200: HeartbeatResponse, ...errors(401, 404, 422, 503) },
+        },
+      },
+      async (request) => {
+        await known(request.params.worker_id);
+        const cancelled: string[] = [];
+        const lost: string[] = [];
+        for (const t of request.body.tasks) {
+          const out = await queue.heartbeat(t.task_id, t.lease_token, t.progress);
+          if (out.kind === 'cancelled') cancelled.push(t.task_id);
+          else if (out.kind === 'stale') lost.push(t.task_id);
+        }
+        return { cancelled, lost };
+      },
+    );
+
+    protocol.post(
+      '/workers/:worker_id/tasks/:task_id/complete',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Complete a task',
+          description: 'Records the result under the lease token. A stale or cancelled lease gets 409 LEASE_CONFLICT and changes nothing.',
+          params: WorkerTaskParams,
+          body: CompleteBody,
+          response: { 200: LeaseWriteResponse, ...errors(401, 404, 409, 422, 503) },
+        },
+      },
+      async (request) => {
+        await known(request.params.worker_id);
+        const { task_id: id } = request.params;
+        return leaseResult(await queue.complete(id, request.body.lease_token, request.body.result), id);
+      },
+    );
+
+    protocol.post(
+      '/workers/:worker_id/tasks/:task_id/fail',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Fail a task',
+          description: 'Records an error under the lease token. retryable=true requeues the task while attempts remain.',
+          params: WorkerTaskParams,
+          body: FailBody,
+          response: { 200: LeaseWriteResponse, ...errors(401, 404, 409, 422, 503) },
+        },
+      },
+      async (request) => {
+        await known(request.params.worker_id);
+        const { task_id: id } = request.params;
+        const b = request.body;
+        return leaseResult(await queue.fail(id, b.lease_token, b.error, b.retryable ?? false), id);
+      },
+    );
+
+    protocol.post(
+      '/workers/:worker_id/tasks/:task_id/release',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Give a task back',
+          description: 'Returns a leased task to the queue without spending an attempt (worker shutting down).',
+          params: WorkerTaskParams,
+          body: ReleaseBody,
+          response: { 200: LeaseWriteResponse, ...errors(401, 404, 409, 422, 503) },
+        },
+      },
+      async (request) => {
+        await known(request.params.worker_id);
+        const { task_id: id } = request.params;
+        return leaseResult(await queue.release(id, request.body.lease_token), id);
+      },
+    );
+
+    protocol.put(
+      '/workers/:worker_id/tasks/:task_id/artifacts/:name',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Upload an artifact',
+          description: 'Stores a binary output (audio, image) of a task the worker holds; the body is the raw bytes with their Content-Type.',
+          params: ArtifactUploadParams,
+          querystring: ArtifactUploadQuery,
+          response: { 201: ArtifactMetaSchema, ...errors(401, 404, 409, 413, 422, 503) },
+        },
+      },
+      async (request, reply) => {
+        await known(request.params.worker_id);
+        const { task_id: id, name } = request.params;
+        const task = await queue.store.getTask(id);
+        if (!task) throw new AppError('TASK_NOT_FOUND', `Task ${id} not found`);
+        if (task.status !== 'running' || task.leaseToken !== request.query.lease_token) {
+          throw new AppError('LEASE_CONFLICT', `Lease on task ${id} is no longer held`, { details: { task_id: id, reason: 'stale', status: task.status } });
+        }
+        const data = Buffer.isBuffer(request.body) ? request.body : Buffer.from(JSON.stringify(request.body ?? ''));
+        const contentType = (request.headers['content-type'] ?? 'application/octet-stream').split(';')[0].trim();
+        const meta = await queue.store.putArtifact({ taskId: id, name, contentType, data }, Date.now());
+        reply.code(201);
+        return { name: meta.name, url: artifactUrl(id, meta.name), content_type: meta.contentType, size: meta.size };
+      },
+    );
+  });
+};

@@ -1,0 +1,220 @@
+import type { EngineArtifact } from '../core/engine.js';
+import type { LeasedTask } from '../core/store.js';
+import type { ModelRef, TaskError, TaskRecord, TaskType } from '../core/task.js';
+import type { ArtifactRef, LeaseState, WorkerInfo, WorkerTransport } from './transport.js';
+
+export interface HttpTransportOptions {
+  /** Base URL of any Task Manager node, e.g. http://10.0.0.5:8002 */
+  serverUrl: string;
+  /** The server's TASK_MANAGER_WORKER_TOKEN. */
+  token: string;
+  fetch?: typeof fetch;
+}
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'HttpError';
+  }
+}
+
+interface WireTask {
+  task_id: string;
+  lease_token: string;
+  task_type: TaskType;
+  model_name: string;
+  input_data: Record<string, unknown>;
+  parameters: Record<string, unknown>;
+  priority: number;
+  attempts: number;
+  timeout_seconds: number;
+  started_at: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const transient = (err: unknown) => !(err instanceof HttpError) || err.status >= 500 || err.status === 429;
+
+/**
+ * Remote workers: the same runtime, talking to any node over the worker protocol. One lease
+ * long-poll stays open even when every slot is busy, because that is how cancels arrive
+ * within a second; heartbeats of one turn of the event loop go out in one request.
+ */
+export class HttpTransport implements WorkerTransport {
+  readonly pollsForCancels = true;
+  private readonly base: string;
+  private readonly fetchFn: typeof fetch;
+  private info: WorkerInfo | null = null;
+  private readonly held = new Set<string>();
+  private readonly cancelListeners = new Set<(taskId: string) => void>();
+  private beats: Array<{ task_id: string; lease_token: string; progress?: number; resolve: (s: LeaseState) => void; reject: (e: unknown) => void }> = [];
+  private beatScheduled = false;
+
+  constructor(private readonly opts: HttpTransportOptions) {
+    this.base = opts.serverUrl.replace(/\/+$/, '');
+    this.fetchFn = opts.fetch ?? fetch;
+  }
+
+  get workerId(): string {
+    if (!this.info) throw new Error('worker is not registered');
+    return this.info.workerId;
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown, opts: { signal?: AbortSignal; raw?: Buffer; contentType?: string } = {}): Promise<T> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.opts.token}` };
+    let payload: string | Buffer | undefined;
+    if (opts.raw) {
+      payload = opts.raw;
+      headers['content-type'] = opts.contentType ?? 'application/octet-stream';
+    } else if (body !== undefined) {
+      payload = JSON.stringify(body);
+      headers['content-type'] = 'application/json';
+    }
+    const res = await this.fetchFn(`${this.base}${path}`, { method, headers, body: payload, signal: opts.signal });
+    const text = await res.text();
+    const json = text ? JSON.parse(text) : undefined;
+    if (!res.ok) {
+      const e = json?.error ?? {};
+      throw new HttpError(res.status, e.code ?? 'HTTP_ERROR', e.message ?? `${method} ${path} answered ${res.status}`, e.details ?? {});
+    }
+    return json as T;
+  }
+
+  /** Reports survive a short network blip: retried with backoff on transient failures. */
+  private async withRetry<T>(fn: () => Promise<T>, attempts = 5): Promise<T> {
+    for (let i = 0; ; i++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (i + 1 >= attempts || !transient(err)) throw err;
+        await sleep(200 * 2 ** i);
+      }
+    }
+  }
+
+  async register(info: WorkerInfo): Promise<void> {
+    const res = await this.call<{ worker_id: string }>('POST', '/workers/register', {
+      worker_id: info.workerId,
+      models: info.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })),
+      concurrency: info.concurrency,
+      hardware: info.hardware ?? {},
+    });
+    this.info = { ...info, workerId: res.worker_id };
+  }
+
+  async unregister(): Promise<void> {
+    if (!this.info) return;
+    await this.call('DELETE', `/workers/${encodeURIComponent(this.workerId)}`).catch(() => {});
+    this.info = null;
+  }
+
+  async lease(_models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal): Promise<LeasedTask[]> {
+    const body = { max_tasks: limit, wait_seconds: waitMs / 1000, running: [...this.held] };
+    let res: { tasks: WireTask[]; cancelled: string[] };
+    try {
+      res = await this.call('POST', `/workers/${encodeURIComponent(this.workerId)}/lease`, body, { signal });
+    } catch (err) {
+      if (signal.aborted) return [];
+      if (err instanceof HttpError && err.code === 'WORKER_NOT_FOUND' && this.info) {
+        // The server forgot us (offline too long, or unregistered): announce ourselves again.
+        await this.register(this.info);
+        return [];
+      }
+      throw err;
+    }
+    for (const id of res.cancelled) for (const l of this.cancelListeners) l(id);
+    return res.tasks.map((t) => {
+      this.held.add(t.task_id);
+      return { task: toRecord(t, this.workerId), leaseToken: t.lease_token };
+    });
+  }
+
+  heartbeat(taskId: string, leaseToken: string, progress?: number): Promise<LeaseState> {
+    return new Promise((resolve, reject) => {
+      this.beats.push({ task_id: taskId, lease_token: leaseToken, progress, resolve, reject });
+      if (!this.beatScheduled) {
+        this.beatScheduled = true;
+        setImmediate(() => void this.flushBeats());
+      }
+    });
+  }
+
+  private async flushBeats(): Promise<void> {
+    this.beatScheduled = false;
+    const batch = this.beats;
+    this.beats = [];
+    try {
+      const res = await this.call<{ cancelled: string[]; lost: string[] }>('POST', `/workers/${encodeURIComponent(this.workerId)}/heartbeat`, {
+        tasks: batch.map(({ task_id, lease_token, progress }) => (progress === undefined ? { task_id, lease_token } : { task_id, lease_token, progress })),
+      });
+      for (const b of batch) b.resolve(res.cancelled.includes(b.task_id) ? 'cancelled' : res.lost.includes(b.task_id) ? 'stale' : 'ok');
+    } catch (err) {
+      for (const b of batch) b.reject(err);
+    }
+  }
+
+  private async leaseWrite(taskId: string, action: string, body: unknown): Promise<LeaseState> {
+    try {
+      await this.withRetry(() => this.call('POST', `/workers/${encodeURIComponent(this.workerId)}/tasks/${encodeURIComponent(taskId)}/${action}`, body));
+      return 'ok';
+    } catch (err) {
+      if (err instanceof HttpError && err.code === 'LEASE_CONFLICT') return err.details.reason === 'cancelled' ? 'cancelled' : 'stale';
+      throw err;
+    } finally {
+      this.held.delete(taskId);
+    }
+  }
+
+  complete(taskId: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseState> {
+    return this.leaseWrite(taskId, 'complete', { lease_token: leaseToken, result });
+  }
+
+  fail(taskId: string, leaseToken: string, error: TaskError, retryable: boolean): Promise<LeaseState> {
+    return this.leaseWrite(taskId, 'fail', { lease_token: leaseToken, error, retryable });
+  }
+
+  release(taskId: string, leaseToken: string): Promise<LeaseState> {
+    return this.leaseWrite(taskId, 'release', { lease_token: leaseToken });
+  }
+
+  putArtifact(taskId: string, leaseToken: string, artifact: EngineArtifact): Promise<ArtifactRef> {
+    const path = `/workers/${encodeURIComponent(this.workerId)}/tasks/${encodeURIComponent(taskId)}/artifacts/${encodeURIComponent(artifact.name)}?lease_token=${encodeURIComponent(leaseToken)}`;
+    return this.withRetry(() => this.call<ArtifactRef>('PUT', path, undefined, { raw: artifact.data, contentType: artifact.contentType }));
+  }
+
+  onCancel(listener: (taskId: string) => void): () => void {
+    this.cancelListeners.add(listener);
+    return () => this.cancelListeners.delete(listener);
+  }
+}
+
+function toRecord(t: WireTask, workerId: string): TaskRecord {
+  const startedAt = Date.parse(t.started_at);
+  return {
+    id: t.task_id,
+    status: 'running',
+    taskType: t.task_type,
+    modelName: t.model_name,
+    inputData: t.input_data,
+    parameters: t.parameters,
+    priority: t.priority,
+    attempts: t.attempts,
+    maxAttempts: t.attempts,
+    timeoutMs: t.timeout_seconds * 1000,
+    createdAt: startedAt,
+    startedAt,
+    completedAt: null,
+    cancelledAt: null,
+    updatedAt: startedAt,
+    workerId,
+    leaseToken: t.lease_token,
+    leaseExpiresAt: null,
+    progress: null,
+    result: null,
+    error: null,
+  };
+}
