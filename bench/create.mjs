@@ -1,22 +1,30 @@
 // POST /tasks throughput against a bare Fastify baseline, then a durability check.
 //
 //   npm run bench:create          (builds first)
-//   BENCH_DURATION=10 BENCH_WARMUP=3 BENCH_CONNECTIONS=50 node bench/create.mjs
+//   BENCH_DURATION=10 BENCH_WARMUP=3 BENCH_CONNECTIONS=50 BENCH_RETRIES=2 node bench/create.mjs
 //
-// Both servers run as child processes, one after the other, so autocannon (in this process)
-// never shares their event loop and they never compete with each other for CPU.
-// Our server runs with synchronous=FULL (the default): every 201 has been fsync'ed.
-// After its run the server is SIGKILLed and the SQLite file must hold exactly one row per
-// 2xx response counted (warm-up included): durable=yes.
+// Two child-process servers, so autocannon (in this process) never shares their event loop:
+//   (a) the service (`node dist/cli/main.js serve`) on a fresh SQLite file, rate limit off,
+//       no embedded worker, silent logs, synchronous=FULL (the default: every 201 is fsync'ed);
+//   (b) bench/bare-server.mjs: bare Fastify, one POST route answering {"ok":true}.
+// They are measured one after the other, never at once: warm-up, then BENCH_DURATION seconds,
+// same body and connection count. Before each measurement the script waits for the machine
+// to be quiet; if another process still took CPU during a measurement (shared machine), the
+// pair is measured again, up to BENCH_RETRIES times, and the last pair is the one reported.
+// Finally (a) is SIGKILLed and the SQLite file must hold exactly one row per 2xx response
+// counted over all of its runs, warm-ups included: durable=yes.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { envNumber, fmt, freePort, fsyncProbe, measure, startNode, stopChild, table, waitForHttp } from './lib.mjs';
+import { envNumber, fmt, freePort, fsyncProbe, measure, startNode, table, waitForHttp, waitForQuiet } from './lib.mjs';
 
 const DURATION = envNumber('BENCH_DURATION', 10);
 const WARMUP = envNumber('BENCH_WARMUP', 3);
 const CONNECTIONS = envNumber('BENCH_CONNECTIONS', 50);
+const RETRIES = Math.floor(envNumber('BENCH_RETRIES', 2, { allowZero: true }));
+/** A measurement during which other processes used more than this (% of all cores) is redone. */
+const MAX_OTHER_PCT = envNumber('BENCH_MAX_OTHER_PCT', 10);
 const SYNC = process.env.BENCH_SQLITE_SYNCHRONOUS ?? 'FULL';
 const BODY = JSON.stringify({ task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'Hello world!' } });
 const HEADERS = { 'content-type': 'application/json' };
@@ -31,7 +39,10 @@ process.on('exit', () => {
 if (process.env.BENCH_KEEP_DB) console.log(`BENCH_KEEP_DB set: the database stays at ${dbPath}`);
 for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
 
+const notes = [];
 async function bench(label, url, serverPid) {
+  const q = await waitForQuiet();
+  if (!q.quiet) notes.push(`${label}: machine still busy (${fmt(q.busyPct, 0)}% of all cores) after waiting ${fmt(q.waitedS, 0)} s; ran anyway`);
   const common = { url, method: 'POST', body: BODY, headers: HEADERS, connections: CONNECTIONS, serverPid };
   const warm = await measure({ ...common, durationS: WARMUP, title: `${label} warm-up` });
   const run = await measure({ ...common, durationS: DURATION, title: label });
@@ -55,38 +66,54 @@ const ours = startNode('task-manager', ['dist/cli/main.js', 'serve'], {
   TASK_MANAGER_SQLITE_SYNCHRONOUS: SYNC,
 });
 children.add(ours);
+// (b) The baseline. It idles (no timers) while (a) is measured, and the other way round.
+const barePort = await freePort();
+const bareChild = startNode('bare', ['bench/bare-server.mjs'], { PORT: String(barePort) });
+children.add(bareChild);
 await waitForHttp(`http://127.0.0.1:${ourPort}/health`, ours);
-const our = await bench('task-manager POST /tasks', `http://127.0.0.1:${ourPort}/tasks`, ours.pid);
+await waitForHttp(`http://127.0.0.1:${barePort}/`, bareChild);
+
+const attempts = [];
+for (let attempt = 0; ; attempt++) {
+  const our = await bench('task-manager POST /tasks', `http://127.0.0.1:${ourPort}/tasks`, ours.pid);
+  const bare = await bench('bare fastify POST /tasks', `http://127.0.0.1:${barePort}/tasks`, bareChild.pid);
+  attempts.push({ our, bare });
+  const busy = [our.run, bare.run].filter((r) => r.otherPct > MAX_OTHER_PCT);
+  if (!busy.length) break;
+  const why = busy.map((r) => `${r.title}: other processes used ${fmt(r.otherPct, 0)}% of all cores`).join('; ');
+  if (attempt >= RETRIES) {
+    notes.push(`last pair still contaminated (${why}); reported anyway`);
+    break;
+  }
+  notes.push(`attempt ${attempt + 1} contaminated (${why}); measuring the pair again`);
+}
+const { our, bare } = attempts.at(-1);
 
 // Durability: kill -9 with no shutdown, then count what the file holds.
 ours.kill('SIGKILL');
 const exit = await ours.exited;
 children.delete(ours);
+bareChild.kill('SIGTERM');
+await bareChild.exited;
+children.delete(bareChild);
 const db = new Database(dbPath);
 const rows = db.prepare('SELECT count(*) AS n FROM tasks').get().n;
 const counted = db.prepare("SELECT coalesce(sum(current), 0) AS n FROM task_counts WHERE status = 'pending'").get().n;
 const integrity = db.pragma('quick_check', { simple: true });
 db.close();
-const acked = our.warm.ok2xx + our.run.ok2xx;
-const sent = our.warm.sent + our.run.sent;
+const ourRuns = attempts.flatMap((a) => [a.our.warm, a.our.run]);
+const acked = ourRuns.reduce((n, r) => n + r.ok2xx, 0);
+const sent = ourRuns.reduce((n, r) => n + r.sent, 0);
 const durable = rows === acked && counted === rows && integrity === 'ok';
 
-// (b) The baseline.
-const barePort = await freePort();
-const bareChild = startNode('bare', ['bench/bare-server.mjs'], { PORT: String(barePort) });
-children.add(bareChild);
-await waitForHttp(`http://127.0.0.1:${barePort}/`, bareChild);
-const bare = await bench('bare fastify POST /tasks', `http://127.0.0.1:${barePort}/tasks`, bareChild.pid);
-await stopChild(bareChild);
-children.delete(bareChild);
-
-const all = [our.warm, our.run, bare.warm, bare.run];
+const all = attempts.flatMap((a, i) =>
+  [a.our.warm, a.our.run, a.bare.warm, a.bare.run].map((r) => ({ ...r, title: attempts.length > 1 ? `#${i + 1} ${r.title}` : r.title })),
+);
 console.log();
 console.log(
   table(all, [
     ['run', (r) => r.title],
     ['secs', (r) => fmt(r.elapsedS, 2)],
-    ['sent', (r) => r.sent],
     ['2xx', (r) => r.ok2xx],
     ['non2xx', (r) => r.non2xx],
     ['errors', (r) => r.errors],
@@ -97,17 +124,22 @@ console.log(
     ['max ms', (r) => fmt(r.latency.max, 0)],
     ['srv CPU%', (r) => fmt(r.serverCpuPct, 0)],
     ['srv CPU us/req', (r) => fmt(r.serverCpuUsPerReq, 0)],
-    ['machine busy%', (r) => fmt(r.machineBusyPct, 0)],
+    ['bench CPU%', (r) => fmt(r.benchCpuPct, 0)],
+    ['other%', (r) => fmt(r.otherPct, 0)],
     ['steal%', (r) => fmt(r.stealPct, 1)],
   ]),
 );
+console.log('  (srv CPU% and bench CPU% are of one core; other% is CPU used by anything else, of all cores)');
 for (const r of all) {
   const odd = Object.keys(r.statusCodes).filter((c) => !c.startsWith('2'));
-  if (r.stealPct > 2) console.log(`  ${r.title}: ${fmt(r.stealPct, 1)}% of machine CPU was stolen by the hypervisor during this run; figures are suspect`);
   if (odd.length || r.errors || r.timeouts) console.log(`  ${r.title}: status codes ${JSON.stringify(r.statusCodes)} errors=${r.errors} timeouts=${r.timeouts}`);
 }
+for (const n of notes) console.log(`  note: ${n}`);
 console.log();
-console.log(`durability: server killed with ${exit.signal ?? `exit ${exit.code}`}; requests sent=${sent}, 2xx counted=${acked}, rows in tasks=${rows}, pending in task_counts=${counted}, quick_check=${integrity}`);
+console.log(
+  `durability: server killed with ${exit.signal ?? `exit ${exit.code}`}; requests sent=${sent}, 2xx counted=${acked}, ` +
+    `rows in tasks=${rows}, pending in task_counts=${counted}, quick_check=${integrity}`,
+);
 console.log(`durable=${durable ? 'yes' : 'no'}`);
 
 const ratio = our.run.rps / bare.run.rps;

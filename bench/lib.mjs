@@ -3,17 +3,18 @@
 import { spawn } from 'node:child_process';
 import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { cpus } from 'node:os';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
 
-export function envNumber(name, fallback) {
+export function envNumber(name, fallback, { allowZero = false } = {}) {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const v = Number(raw);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
+  if (!Number.isFinite(v) || v < 0 || (v === 0 && !allowZero)) throw new Error(`${name} must be a ${allowZero ? 'non-negative' : 'positive'} number, got "${raw}"`);
   return v;
 }
 
@@ -82,6 +83,27 @@ export function machineTicks() {
   return { total: f.reduce((a, b) => a + b, 0), busy: user + nice + system + irq + softirq, idle, iowait, steal };
 }
 
+/**
+ * Waits (up to `maxWaitS`) until the machine has been quiet for `quietS` seconds in a row,
+ * i.e. all processes together used under `maxBusyPct` of all cores, so that a shared machine
+ * (other test runs) does not skew the next measurement. Returns what it saw.
+ */
+export async function waitForQuiet({ maxWaitS = envNumber('BENCH_QUIET_WAIT', 120), quietS = 3, maxBusyPct = 15 } = {}) {
+  const t0 = Date.now();
+  let streak = 0;
+  let last = machineTicks();
+  let busy = NaN;
+  while ((Date.now() - t0) / 1000 < maxWaitS) {
+    await sleep(1000);
+    const now = machineTicks();
+    busy = ((now.busy - last.busy + now.steal - last.steal) / Math.max(1, now.total - last.total)) * 100;
+    last = now;
+    streak = busy < maxBusyPct ? streak + 1 : 0;
+    if (streak >= quietS) return { quiet: true, waitedS: (Date.now() - t0) / 1000, busyPct: busy };
+  }
+  return { quiet: false, waitedS: (Date.now() - t0) / 1000, busyPct: busy };
+}
+
 /** fsync latency of the disk under `dir`: 4 KiB append + fdatasync, `n` times; ms percentiles. */
 export function fsyncProbe(dir, n = 200) {
   const path = join(dir, 'fsync-probe.bin');
@@ -122,9 +144,21 @@ export async function measure({ url, method = 'GET', body, headers, connections,
   const clients = [];
   const cpu0 = serverPid ? cpuSeconds(serverPid) : NaN;
   const m0 = machineTicks();
+  const self0 = process.cpuUsage();
   const t0 = performance.now();
-  let tEnd = 0;
   let doneCount = 0;
+  // Counters are read the moment the last connection finishes, so every figure covers the
+  // same window (autocannon itself resolves up to a second later).
+  let end = null;
+  const snapshotEnd = () => {
+    if (end) return;
+    end = {
+      t: performance.now(),
+      serverCpu: serverPid ? cpuSeconds(serverPid) : NaN,
+      machine: machineTicks(),
+      self: process.cpuUsage(self0),
+    };
+  };
   const instance = autocannon({
     url,
     method,
@@ -137,7 +171,7 @@ export async function measure({ url, method = 'GET', body, headers, connections,
     setupClient(client) {
       clients.push(client);
       client.on('done', () => {
-        if (++doneCount === connections) tEnd = performance.now();
+        if (++doneCount === connections) snapshotEnd();
       });
     },
   });
@@ -148,11 +182,13 @@ export async function measure({ url, method = 'GET', body, headers, connections,
   }, durationS * 1000);
   const result = await instance;
   clearTimeout(deadline);
-  if (!tEnd) tEnd = performance.now();
-  const elapsedS = (tEnd - t0) / 1000;
-  const serverCpuS = serverPid ? cpuSeconds(serverPid) - cpu0 : NaN;
-  const m1 = machineTicks();
+  snapshotEnd();
+  const elapsedS = (end.t - t0) / 1000;
+  const serverCpuS = end.serverCpu - cpu0;
+  const m1 = end.machine;
   const dTotal = Math.max(1, m1.total - m0.total);
+  const benchCpuS = (end.self.user + end.self.system) / 1e6;
+  const machineBusyPct = ((m1.busy - m0.busy) / dTotal) * 100;
   const responses = result['2xx'] + result.non2xx;
   const sent = clients.reduce((n, c) => n + c.reqsMade, 0);
   return {
@@ -174,7 +210,15 @@ export async function measure({ url, method = 'GET', body, headers, connections,
     /** Machine-wide, over the run: CPU stolen by the hypervisor and time waiting on I/O (% of all cores). */
     stealPct: ((m1.steal - m0.steal) / dTotal) * 100,
     iowaitPct: ((m1.iowait - m0.iowait) / dTotal) * 100,
-    machineBusyPct: ((m1.busy - m0.busy) / dTotal) * 100,
+    machineBusyPct,
+    /** Load-generator (this process) CPU, % of one core. */
+    benchCpuPct: (benchCpuS / elapsedS) * 100,
+    /**
+     * CPU used by everything else on the machine (other test runs, the kernel's share not
+     * charged to our two processes), % of all cores. High values mean a contaminated run.
+     * Only meaningful when serverPid is given.
+     */
+    otherPct: machineBusyPct - (((serverCpuS + benchCpuS) / elapsedS) * 100) / cpus().length,
     latency: {
       p50: result.latency.p50,
       p90: result.latency.p90,

@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { newTaskId } from '../dist/core/ids.js';
 import { listOrderBy, SUMMARY_COLUMNS } from '../dist/store/rows.js';
 import { SqliteTaskStore } from '../dist/store/sqlite/sqlite-store.js';
-import { envNumber, fmt, freePort, measure, ROOT, rssMiB, startNode, stopChild, table, waitForHttp } from './lib.mjs';
+import { envNumber, fmt, freePort, measure, waitForQuiet, ROOT, rssMiB, startNode, stopChild, table, waitForHttp } from './lib.mjs';
 
 const TASKS = envNumber('BENCH_TASKS', 1_000_000);
 const DURATION = envNumber('BENCH_DURATION', 10);
@@ -279,6 +279,8 @@ for (const [, path] of ENDPOINTS) {
 
 const results = [];
 for (const [key, path] of ENDPOINTS) {
+  const q = await waitForQuiet();
+  if (!q.quiet) console.log(`  note: machine still busy (${fmt(q.busyPct, 0)}% of all cores used by other processes) before ${path}; ran anyway`);
   await measure({ url: base + path, connections: CONNECTIONS, durationS: WARMUP, title: `${key} warm-up` });
   const r = await measure({ url: base + path, connections: CONNECTIONS, durationS: DURATION, title: `GET ${path}`, serverPid: server.pid });
   results.push({ key, ...r });

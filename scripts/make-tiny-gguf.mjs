@@ -41,6 +41,11 @@ for (let b = 0; b < 256; b++) {
   types.push(TT_BYTE);
   scores.push(0);
 }
+// A lone "▁" lets the tokenizer encode spaces as a piece (not as the bytes of U+2581), so
+// text survives tokenize → detokenize. Its output row is zeroed with the specials.
+tokens.push('\u2581');
+types.push(TT_NORMAL);
+scores.push(0);
 const FIRST_WORD = tokens.length;
 WORDS.forEach((w, i) => {
   tokens.push(`\u2581${w}`);
@@ -98,8 +103,8 @@ for (let l = 0; l < N_LAYER; l++) {
 }
 tensor('output_norm.weight', [N_EMBD], ones(N_EMBD));
 {
-  // Row t holds the logit weights of token t. Special and byte tokens get all-zero rows (logit
-  // exactly 0) and word rows are random, so sampled text is made of words.
+  // Row t holds the logit weights of token t. Special, byte and "▁" tokens get all-zero rows
+  // (logit exactly 0) and word rows are random, so sampled text is made of words.
   const out = randn(N_EMBD * N_VOCAB, 1);
   out.fill(0, 0, FIRST_WORD * N_EMBD);
   tensor('output.weight', [N_EMBD, N_VOCAB], out);

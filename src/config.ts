@@ -35,6 +35,9 @@ export interface Config {
   workerToken: string | null;
   /** Largest artifact a worker may upload, in bytes. */
   artifactLimitBytes: number;
+  /** llama.cpp threads; null = every core. */
+  llamaThreads: number | null;
+  llamaGpu: false | 'auto' | 'cuda' | 'vulkan';
   /** Refuse new tasks with 503 WORKER_UNAVAILABLE when no worker serves the model. */
   rejectWithoutWorker: boolean;
 }
@@ -63,11 +66,13 @@ export function defaultConfig(): Config {
     defaultMaxAttempts: 3,
     defaultTimeoutSeconds: 600,
     embeddedWorker: true,
-    workerConcurrency: 1,
+    workerConcurrency: 2,
     shutdownGraceSeconds: 10,
     trustProxy: false,
     rejectWithoutWorker: false,
     workerToken: null,
+    llamaThreads: null,
+    llamaGpu: 'auto',
     artifactLimitBytes: 64 * 1024 * 1024,
   };
 }
@@ -135,7 +140,7 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
     help: 'Default timeout_seconds per task (default 600)',
   },
   TASK_MANAGER_EMBEDDED_WORKER: { set: bool((c, v) => (c.embeddedWorker = v)), help: 'Run an in-process worker (default true)' },
-  TASK_MANAGER_WORKER_CONCURRENCY: { set: int(1, 1024, (c, v) => (c.workerConcurrency = v)), help: 'Tasks the embedded worker runs at once (default 1)' },
+  TASK_MANAGER_WORKER_CONCURRENCY: { set: int(1, 1024, (c, v) => (c.workerConcurrency = v)), help: 'Tasks the embedded worker runs at once (default 2)' },
   TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: {
     set: int(0, 3600, (c, v) => (c.shutdownGraceSeconds = v)),
     help: 'On SIGTERM, how long running tasks may finish before they are requeued (default 10)',
@@ -151,6 +156,15 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
   TASK_MANAGER_ARTIFACT_LIMIT_BYTES: {
     set: int(1024, 2 ** 31, (c, v) => (c.artifactLimitBytes = v)),
     help: 'Largest artifact (audio, image) a worker may upload (default 64 MiB)',
+  },
+  TASK_MANAGER_LLAMA_THREADS: { set: int(1, 512, (c, v) => (c.llamaThreads = v)), help: 'llama.cpp threads (default: every core)' },
+  TASK_MANAGER_LLAMA_GPU: {
+    set: (c, raw, name) => {
+      const v = raw.trim().toLowerCase();
+      if (!['false', 'auto', 'cuda', 'vulkan'].includes(v)) throw new ConfigError(`${name} must be one of false, auto, cuda, vulkan, got "${raw}"`);
+      c.llamaGpu = v === 'false' ? false : (v as 'auto' | 'cuda' | 'vulkan');
+    },
+    help: 'llama.cpp GPU backend: auto (use a GPU when one works, else CPU), cuda, vulkan or false (default auto)',
   },
   TASK_MANAGER_REJECT_WITHOUT_WORKER: {
     set: bool((c, v) => (c.rejectWithoutWorker = v)),

@@ -136,7 +136,6 @@ export class OpenAiEngine implements Engine {
         method: 'POST',
         headers: this.headers(remote, 'text/event-stream, application/json'),
         body: JSON.stringify(body),
-        signal,
       });
       await checkStatus(res, what, secrets);
       const type = (res.headers.get('content-type') ?? '').toLowerCase();

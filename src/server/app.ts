@@ -19,6 +19,7 @@ import { PgRateLimitStore } from '../store/postgres/pg-rate-limit-store.js';
 import { poolConfig, PostgresTaskStore } from '../store/postgres/postgres-store.js';
 import { InProcessTransport } from '../worker/in-process-transport.js';
 import { Worker, type ServedModel } from '../worker/worker.js';
+import { closeEngines, createEngines } from '../engines/index.js';
 import { installErrorHandling } from './error-handling.js';
 import { Metrics } from './metrics.js';
 import { installRateLimit, MemoryRateLimitStore, type RateLimitStore } from './rate-limit.js';
@@ -135,11 +136,14 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const queryAjv = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: 'array', allErrors: false, strict: false });
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
 
+  // The embedded worker runs the engines this build ships unless the caller brings its own.
+  const ownEngines = config.embeddedWorker && !opts.engines ? createEngines({ llamaThreads: config.llamaThreads ?? undefined, llamaGpu: config.llamaGpu }) : null;
+  const engines = opts.engines ?? ownEngines;
   let worker: Worker | null = null;
-  if (config.embeddedWorker && opts.engines) {
+  if (config.embeddedWorker && engines) {
     const served: ServedModel[] = [];
     for (const entry of catalog.entries()) {
-      const engine = opts.engines[entry.engine];
+      const engine = engines[entry.engine];
       if (!engine) continue;
       for (const taskType of entry.taskTypes) {
         if (engine.taskTypes.includes(taskType)) served.push({ taskType, modelName: entry.name, engine, modelOptions: entry.options });
@@ -224,6 +228,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.addHook('onClose', async () => {
     // Order matters: running work finishes or is requeued before the store closes.
     await worker?.stop(config.shutdownGraceSeconds * 1000);
+    if (ownEngines) await closeEngines(ownEngines);
     await reaper.stop();
     queue.close();
     await rateLimitStore?.close();
