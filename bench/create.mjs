@@ -17,7 +17,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { envNumber, fmt, freePort, fsyncProbe, measure, startNode, table, waitForHttp, waitForQuiet } from './lib.mjs';
+import { envNumber, fmt, freePort, fsyncProbe, measure, startNode, stopChild, table, waitForHttp, waitForQuiet } from './lib.mjs';
 
 const DURATION = envNumber('BENCH_DURATION', 10);
 const WARMUP = envNumber('BENCH_WARMUP', 3);
@@ -90,11 +90,18 @@ for (let attempt = 0; ; attempt++) {
 const { our, bare } = attempts.at(-1);
 
 // Durability: kill -9 with no shutdown, then count what the file holds.
+const diedEarly = ours.exitCode !== null || ours.signalCode !== null;
+ours.expectedExit = true;
 ours.kill('SIGKILL');
 const exit = await ours.exited;
+if (diedEarly || exit.signal !== 'SIGKILL') {
+  notes.push(
+    `the service had already exited (${exit.signal ?? `code ${exit.code}`}) before the SIGKILL: something else on this machine ` +
+      'signalled it; the row count below then shows a clean shutdown, not a crash',
+  );
+}
 children.delete(ours);
-bareChild.kill('SIGTERM');
-await bareChild.exited;
+await stopChild(bareChild);
 children.delete(bareChild);
 const db = new Database(dbPath);
 const rows = db.prepare('SELECT count(*) AS n FROM tasks').get().n;
@@ -104,7 +111,7 @@ db.close();
 const ourRuns = attempts.flatMap((a) => [a.our.warm, a.our.run]);
 const acked = ourRuns.reduce((n, r) => n + r.ok2xx, 0);
 const sent = ourRuns.reduce((n, r) => n + r.sent, 0);
-const durable = rows === acked && counted === rows && integrity === 'ok';
+const durable = rows === acked && counted === rows && integrity === 'ok' && exit.signal === 'SIGKILL';
 
 const all = attempts.flatMap((a, i) =>
   [a.our.warm, a.our.run, a.bare.warm, a.bare.run].map((r) => ({ ...r, title: attempts.length > 1 ? `#${i + 1} ${r.title}` : r.title })),

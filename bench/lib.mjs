@@ -39,7 +39,12 @@ export function startNode(label, args, env) {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   child.stderr.on('data', (d) => process.stderr.write(`[${label}] ${d}`));
-  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  child.exited = new Promise((resolve) =>
+    child.once('exit', (code, signal) => {
+      if (!child.expectedExit) process.stderr.write(`[${label}] exited unexpectedly (code ${code}, signal ${signal}) at ${new Date().toISOString()}\n`);
+      resolve({ code, signal });
+    }),
+  );
   return child;
 }
 
@@ -63,6 +68,7 @@ export async function waitForHttp(url, child, timeoutMs = 30_000) {
 
 export async function stopChild(child, signal = 'SIGTERM') {
   if (child.exitCode !== null || child.signalCode !== null) return child.exited;
+  child.expectedExit = true;
   child.kill(signal);
   return child.exited;
 }

@@ -102,10 +102,14 @@ export class A1111Engine implements Engine {
     while (!signal.aborted) {
       await sleep(this.pollMs, signal);
       if (signal.aborted) return;
+      const one = new AbortController();
+      const cut = () => one.abort();
+      const timer = setTimeout(cut, SIDE_REQUEST_TIMEOUT_MS);
+      signal.addEventListener('abort', cut, { once: true });
       try {
         const res = await this.fetchFn(`${base}/sdapi/v1/progress?skip_current_image=true`, {
           headers: { accept: 'application/json' },
-          signal: AbortSignal.any([signal, AbortSignal.timeout(SIDE_REQUEST_TIMEOUT_MS)]),
+          signal: one.signal,
         });
         if (!res.ok) {
           await res.body?.cancel().catch(() => {});
@@ -119,6 +123,9 @@ export class A1111Engine implements Engine {
         }
       } catch {
         // Progress is best effort: the txt2img request decides the outcome.
+      } finally {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', cut);
       }
     }
   }

@@ -63,6 +63,7 @@ export class LlamaCppEngine implements Engine {
   /** Insertion order = recency: the first key is the least recently used. */
   private readonly models = new Map<string, ModelEntry>();
   private readonly disposing = new Set<Promise<void>>();
+  private readonly resolving = new Map<string, Promise<string>>();
   private running = 0;
   private readonly slotWaiters: Array<() => void> = [];
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -342,15 +343,24 @@ export class LlamaCppEngine implements Engine {
     const { model_path: modelPath, model_uri: modelUri } = task.modelOptions;
     if (typeof modelPath === 'string' && modelPath.trim() !== '') return resolvePath(process.cwd(), modelPath);
     if (typeof modelUri === 'string' && modelUri.trim() !== '') {
-      try {
-        return await lib.resolveModelFile(modelUri, { directory: this.modelsDir, cli: false, signal: this.closeController.signal });
-      } catch (err) {
-        throw new EngineError(
-          'MODEL_LOAD_FAILED',
-          `llama-cpp: could not resolve or download model ${modelUri} into ${this.modelsDir}: ${errMessage(err)}`,
-          { cause: err },
-        );
+      // One resolution (download) per URI, shared by the tasks that wait for it and remembered
+      // once it succeeds; a task that gives up (abort) leaves it running for the next one.
+      // Failures are not remembered.
+      let resolving = this.resolving.get(modelUri);
+      if (!resolving) {
+        resolving = lib
+          .resolveModelFile(modelUri, { directory: this.modelsDir, cli: false, signal: this.closeController.signal })
+          .catch((err: unknown) => {
+            this.resolving.delete(modelUri);
+            throw new EngineError(
+              'MODEL_LOAD_FAILED',
+              `llama-cpp: could not resolve or download model ${modelUri} into ${this.modelsDir}: ${errMessage(err)}`,
+              { cause: err },
+            );
+          });
+        this.resolving.set(modelUri, resolving);
       }
+      return await resolving;
     }
     throw new EngineError('MODEL_LOAD_FAILED', `llama-cpp: model "${task.modelName}" has neither options.model_path nor options.model_uri`);
   }

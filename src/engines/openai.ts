@@ -103,7 +103,8 @@ export class OpenAiEngine implements Engine {
     if (num(p.seed) !== undefined) body.seed = p.seed;
     // top_k and repetition_penalty are not part of the OpenAI API (OpenAI itself refuses unknown fields).
     body.stream = true;
-    body.stream_options = { include_usage: true };
+    // Usage in the stream gives an exact token count; `stream_usage: false` in the catalog omits it for servers that refuse it.
+    if (task.modelOptions.stream_usage !== false) body.stream_options = { include_usage: true };
 
     const path = api === 'chat' ? '/chat/completions' : '/completions';
     const started = performance.now();
@@ -136,6 +137,7 @@ export class OpenAiEngine implements Engine {
         method: 'POST',
         headers: this.headers(remote, 'text/event-stream, application/json'),
         body: JSON.stringify(body),
+        signal,
       });
       await checkStatus(res, what, secrets);
       const type = (res.headers.get('content-type') ?? '').toLowerCase();
@@ -282,7 +284,7 @@ export class OpenAiEngine implements Engine {
     };
     if (maxTokens !== undefined) body.max_tokens = maxTokens;
     body.stream = true;
-    body.stream_options = { include_usage: true };
+    if (task.modelOptions.stream_usage !== false) body.stream_options = { include_usage: true };
     const started = performance.now();
     const out = await this.streamCompletion(remote, '/chat/completions', body, 'chat', maxTokens, ctx);
     ctx.reportProgress(1);
@@ -517,15 +519,17 @@ function classify(err: unknown, what: string, secrets: string[]): Error {
   if (err instanceof EngineError || err instanceof RetryableEngineError) return err;
   const e = err as { name?: string; message?: string; code?: string; cause?: { code?: string; message?: string } } | undefined;
   const netCode = e?.cause?.code ?? e?.code;
-  if (err instanceof TypeError || netCode) {
+  // undici: TypeError('fetch failed') before a response, TypeError('terminated') while reading a body.
+  const network = typeof netCode === 'string' || (err instanceof TypeError && (e?.cause !== undefined || /fetch failed|terminated/.test(e?.message ?? '')));
+  if (network) {
     const detail = netCode ?? e?.cause?.message ?? e?.message ?? 'network error';
     return new RetryableEngineError('REMOTE_UNAVAILABLE', redact(`${what} failed: ${detail}`, secrets), { cause: err });
   }
   if (e?.name === 'AbortError' || e?.name === 'TimeoutError') {
     return new RetryableEngineError('REMOTE_UNAVAILABLE', redact(`${what} was aborted: ${e.message ?? ''}`, secrets));
   }
-  const msg = err instanceof Error ? err.message : String(err);
-  return new EngineError('REMOTE_BAD_RESPONSE', redact(`${what}: ${msg}`, secrets));
+  // Anything else is a bug of ours, not the remote's: let it through as it is.
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 /**

@@ -126,7 +126,11 @@ export class HttpTransport implements WorkerTransport {
       }
       throw err;
     }
-    for (const id of res.cancelled) for (const l of this.cancelListeners) l(id);
+    for (const id of res.cancelled) {
+      // A cancelled task is over for us: stop reporting it as running.
+      this.held.delete(id);
+      for (const l of this.cancelListeners) l(id);
+    }
     return res.tasks.map((t) => {
       this.held.add(t.task_id);
       return { task: toRecord(t, this.workerId), leaseToken: t.lease_token };

@@ -12,7 +12,11 @@ import { EngineError, type EngineContext, type EngineTask } from '../../src/core
 import { LlamaCppEngine } from '../../src/engines/llama-cpp.js';
 
 const SCRIPT = resolve(import.meta.dirname, '../../scripts/make-tiny-gguf.mjs');
-const THREADS = 2;
+// One thread by default: on this tiny model a token is a few microseconds of math, so with 2
+// threads llama.cpp's thread hand-off dominates, and when the 2 cores are also busy with other
+// test files its spin-waiting threads slow generation ~100x (measured: ~1000 tok/s with 1
+// thread vs ~10-70 tok/s with 2 on a loaded 2-core box). LLAMA_TEST_THREADS overrides.
+const THREADS = Number(process.env.LLAMA_TEST_THREADS) || 1;
 
 let dir: string;
 let modelPath: string;
@@ -127,6 +131,11 @@ describe('LlamaCppEngine', () => {
     expect(cut.result.tokens_generated as number).toBeLessThan(48);
     const asString = await engine.run(task({ ...params, stop }), context());
     expect(asString.result.generated_text).toBe(cut.result.generated_text);
+    // A stop spanning two words (several tokens).
+    const twoWords = `${words[3]} ${words[4]}`;
+    const cut2 = await engine.run(task({ ...params, stop: twoWords }), context());
+    expect(cut2.result.finish_reason).toBe('stop');
+    expect(cut2.result.generated_text).toBe(full.slice(0, full.indexOf(twoWords)));
   });
 
   it('honours system_prompt, top_k, top_p and repetition_penalty', async () => {
@@ -150,18 +159,37 @@ describe('LlamaCppEngine', () => {
         controller.abort('cancelled by test');
       }
     });
-    const err = await engine.run(task({ max_tokens: 2000, temperature: 0.8, seed: 3 }), ctx).then(
+    const err = await engine.run(task({ max_tokens: 20_000, temperature: 0.8, seed: 3 }), ctx).then(
       () => null,
       (e: unknown) => e,
     );
     const latency = performance.now() - abortedAt;
+    const afterStart = performance.now();
     expect(abortedAt).toBeGreaterThan(0);
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(/cancelled by test/);
     expect(latency).toBeLessThan(1000);
-    // The engine is usable again right after.
+    // The engine is usable again right after: the aborted generation really stopped (a run
+    // waits for the previous one to unwind, and 20 000 tokens would take many seconds).
     const after = await engine.run(task({ max_tokens: 4 }), context());
     expect(after.result.tokens_generated).toBe(4);
+    expect(performance.now() - afterStart).toBeLessThan(1500);
+  });
+
+  it('a task waiting behind another can be aborted while it waits', async () => {
+    const first = new AbortController();
+    let firstStarted!: () => void;
+    const started = new Promise<void>((r) => (firstStarted = r));
+    const running = engine.run(task({ max_tokens: 20_000 }), context(first.signal, () => firstStarted()));
+    await started;
+    const second = new AbortController();
+    const waiting = engine.run(task({ max_tokens: 8 }), context(second.signal));
+    const t0 = performance.now();
+    second.abort(new Error('gave up waiting'));
+    await expect(waiting).rejects.toThrow('gave up waiting');
+    expect(performance.now() - t0).toBeLessThan(200);
+    first.abort('done');
+    await expect(running).rejects.toThrow(/done/);
   });
 
   it('rejects at once when the signal is already aborted', async () => {
@@ -200,6 +228,26 @@ describe('LlamaCppEngine', () => {
       engine.run(task(params, { prompt: 'The world' }), context()),
     ]);
     for (const r of results) expect(r.result.generated_text).toBe(solo.result.generated_text);
+  });
+
+  it('keeps at most maxLoadedModels models loaded (LRU)', async () => {
+    const copy = join(dir, 'copy.gguf');
+    makeGguf(copy);
+    const small = new LlamaCppEngine({ threads: THREADS, contextSize: 256, maxLoadedModels: 1 });
+    try {
+      const loaded = () => [...(small as unknown as { models: Map<string, unknown> }).models.keys()];
+      const a = await small.run(task({ max_tokens: 6, temperature: 0 }), context());
+      expect(loaded()).toEqual([modelPath]);
+      const b = await small.run(task({ max_tokens: 6, temperature: 0 }, { modelOptions: { model_path: copy } }), context());
+      expect(loaded()).toEqual([copy]);
+      expect(b.result.generated_text).toBe(a.result.generated_text);
+      const again = await small.run(task({ max_tokens: 6, temperature: 0 }), context());
+      expect(again.result.generated_text).toBe(a.result.generated_text);
+      expect(loaded()).toEqual([modelPath]);
+    } finally {
+      await small.close();
+    }
+    await expect(small.run(task({ max_tokens: 2 }), context())).rejects.toMatchObject({ code: 'ENGINE_CLOSED' });
   });
 
   it('resolves a relative model_path against the working directory', async () => {

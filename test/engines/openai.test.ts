@@ -133,6 +133,11 @@ describe('OpenAiEngine', () => {
       const out = await engine.run(task('text_generation', { prompt: 'x' }, {}, mo()), context());
       expect(remote.requests[0].body.max_tokens).toBeUndefined();
       expect(out.result).toMatchObject({ generated_text: 'a b c d', tokens_generated: 4, finish_reason: 'stop' });
+      // a catalog entry can leave stream_options out for servers that refuse it
+      const out2 = await engine.run(task('text_generation', { prompt: 'x' }, {}, mo({ stream_usage: false })), context());
+      expect(remote.requests[1].body.stream).toBe(true);
+      expect(remote.requests[1].body.stream_options).toBeUndefined();
+      expect(out2.result.tokens_generated).toBe(4);
     });
 
     it('accepts a plain JSON answer from a server that ignores stream', async () => {

@@ -368,7 +368,7 @@ export async function startOpenAiStandin(options: OpenAiStandinOptions = {}): Pr
       const at = text.indexOf(s);
       if (at >= 0) text = text.slice(0, at);
     }
-    let tokens = text.match(/\s*\S+/g) ?? [];
+    let tokens: string[] = text.match(/\s*\S+/g) ?? [];
     const max = (body.max_tokens as number | undefined) ?? (chat ? Infinity : 16);
     if (tokens.length > max) {
       tokens = tokens.slice(0, max);

@@ -167,7 +167,10 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
             if (t && t.status === 'cancelled' && t.workerId === workerId) cancelled.add(id);
           }
           let leased: Awaited<ReturnType<typeof queue.leaseWait>> = [];
-          if (cancelled.size === 0) {
+          if (cancelled.size > 0) {
+            // Answer at once with the cancels, and with whatever work is ready now.
+            if (maxTasks > 0) leased = await queue.lease(workerId, worker.models, maxTasks);
+          } else {
             if (maxTasks > 0) {
               leased = await queue.leaseWait(workerId, worker.models, maxTasks, waitMs, controller.signal);
             } else {

@@ -1,0 +1,204 @@
+/**
+ * End to end over HTTP: a server process, and worker processes (`task-manager worker`) on
+ * real engines — llama.cpp on the tiny GGUF, espeak-ng, tesseract — plus an AUTOMATIC1111
+ * stand-in for the remote image protocol.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseWav } from '../src/engines/espeak.js';
+import { startA1111Standin, type A1111Standin } from './helpers/a1111-standin.js';
+import { renderTextPng } from './helpers/png-text.js';
+import { spawnServer, type ServerProcess } from './helpers/process.js';
+import { json, post, tempDir, waitFor } from './helpers/server.js';
+
+const TOKEN = 'e2e-worker-token-0123456789';
+
+interface WorkerProc {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<unknown>;
+}
+
+function startWorker(serverUrl: string, catalog: string, id: string, models: string): WorkerProc {
+  const child = spawn(process.execPath, ['dist/cli/main.js', 'worker', '--server', serverUrl, '--models', models, '--models-file', catalog, '--id', id, '--concurrency', '1'], {
+    env: { ...process.env, TASK_MANAGER_WORKER_TOKEN: TOKEN, TASK_MANAGER_LOG_LEVEL: 'warn', TASK_MANAGER_LLAMA_THREADS: '1', TASK_MANAGER_LLAMA_GPU: 'false', TASK_MANAGER_LEASE_SECONDS: '2' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  return { child, output: () => out, exited: new Promise((r) => child.once('exit', r)) };
+}
+
+async function finished(url: string, id: string, timeoutMs = 30_000): Promise<any> {
+  return waitFor(async () => {
+    const t = await json(await fetch(`${url}/tasks/${id}`));
+    return ['completed', 'failed', 'cancelled'].includes(t.status) ? t : null;
+  }, timeoutMs, `task ${id} to finish`);
+}
+
+describe('server and remote workers over HTTP', () => {
+  const dir = tempDir();
+  let sd: A1111Standin;
+  let server: ServerProcess;
+  let catalog: string;
+  const workers: WorkerProc[] = [];
+
+  beforeAll(async () => {
+    sd = await startA1111Standin({ stepMs: 5 });
+    catalog = join(dir.path, 'models.json');
+    writeFileSync(
+      catalog,
+      JSON.stringify({
+        models: [
+          { name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'models/tiny-llama.gguf' } },
+          { name: 'espeak-ng', task_type: 'text_to_speech', engine: 'espeak', options: { voice: 'en' } },
+          { name: 'tesseract-eng', task_type: 'image_to_text', engine: 'tesseract', options: { language: 'eng' } },
+          { name: 'sd-standin', task_type: 'image_generation', engine: 'a1111', options: { base_url: sd.url } },
+        ],
+      }),
+    );
+    server = await spawnServer({
+      DATABASE_URL: `sqlite:${join(dir.path, 'e2e.db')}`,
+      TASK_MANAGER_MODELS: catalog,
+      TASK_MANAGER_EMBEDDED_WORKER: 'false',
+      TASK_MANAGER_WORKER_TOKEN: TOKEN,
+      TASK_MANAGER_RATE_LIMIT: 'false',
+      TASK_MANAGER_LEASE_SECONDS: '2',
+      TASK_MANAGER_REAPER_INTERVAL_MS: '200',
+    });
+    workers.push(startWorker(server.url, catalog, 'gpu-a', 'tiny-llama,espeak-ng,tesseract-eng,sd-standin'));
+    await waitFor(async () => (await json(await fetch(`${server.url}/workers`))).workers.some((w: any) => w.worker_id === 'gpu-a' && w.status !== 'offline'), 20_000, 'worker gpu-a to register');
+  });
+
+  afterAll(async () => {
+    for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    if (server) {
+      server.child.kill('SIGKILL');
+      await server.exited;
+    }
+    await sd?.close();
+    dir.cleanup();
+  });
+
+  it('lists the registered worker with its models and hardware', async () => {
+    const { workers: list } = await json(await fetch(`${server.url}/workers`));
+    const w = list.find((x: any) => x.worker_id === 'gpu-a');
+    expect(w.models).toContainEqual({ task_type: 'text_generation', model_name: 'tiny-llama' });
+    expect(w.concurrency).toBe(1);
+    expect(w.hardware.cpu_cores).toBeGreaterThan(0);
+    const { models } = await json(await fetch(`${server.url}/models`));
+    expect(models.find((m: any) => m.model_name === 'tiny-llama')).toMatchObject({ available: true, workers: ['gpu-a'], engine: 'llama-cpp' });
+  });
+
+  it('runs all four task types on real engines', async () => {
+    const created = {
+      text: await json(await post(`${server.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'Hello world!' }, parameters: { max_tokens: 12, seed: 7 } })),
+      speech: await json(await post(`${server.url}/tasks`, { task_type: 'text_to_speech', model_name: 'espeak-ng', input_data: { text: 'The queue works.' } })),
+      ocr: await json(await post(`${server.url}/tasks`, { task_type: 'image_to_text', model_name: 'tesseract-eng', input_data: { image: renderTextPng('HELLO WORLD').toString('base64') } })),
+      image: await json(await post(`${server.url}/tasks`, { task_type: 'image_generation', model_name: 'sd-standin', input_data: { prompt: 'a lighthouse' }, parameters: { width: 64, height: 64, steps: 4 } })),
+    };
+    const text = await finished(server.url, created.text.task_id, 60_000);
+    expect(text.status).toBe('completed');
+    expect(text.worker_id).toBe('gpu-a');
+    expect(text.result.tokens_generated).toBe(12);
+    expect(text.result.generated_text.length).toBeGreaterThan(0);
+
+    const speech = await finished(server.url, created.speech.task_id);
+    expect(speech.status).toBe('completed');
+    const ref = speech.result.artifacts[0];
+    expect(ref).toMatchObject({ name: 'speech.wav', content_type: 'audio/wav' });
+    const wav = await fetch(`${server.url}${ref.url}`);
+    expect(wav.headers.get('content-type')).toBe('audio/wav');
+    const bytes = Buffer.from(await wav.arrayBuffer());
+    expect(bytes.length).toBe(ref.size);
+    const info = parseWav(bytes);
+    expect(info.sampleRate).toBe(22050);
+    expect(info.durationSeconds).toBeGreaterThan(0.5);
+
+    const ocr = await finished(server.url, created.ocr.task_id);
+    expect(ocr.status).toBe('completed');
+    expect(ocr.result.text.toUpperCase()).toContain('HELLO');
+
+    const image = await finished(server.url, created.image.task_id);
+    expect(image.status).toBe('completed');
+    const png = await fetch(`${server.url}${image.result.artifacts[0].url}`);
+    expect(png.headers.get('content-type')).toBe('image/png');
+    expect(Buffer.from(await png.arrayBuffer()).subarray(1, 4).toString()).toBe('PNG');
+    expect(sd.jobs.at(-1)!.body).toMatchObject({ prompt: 'a lighthouse', width: 64, height: 64, steps: 4 });
+  }, 120_000);
+
+  it('a cancel of a running generation stops it and frees the worker for the next task', async () => {
+    const long = await json(await post(`${server.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'Once upon a time' }, parameters: { max_tokens: 20_000 } }));
+    await waitFor(async () => (await json(await fetch(`${server.url}/tasks/${long.task_id}`))).status === 'running', 20_000, 'long task to run');
+    await new Promise((r) => setTimeout(r, 300));
+    const next = await json(await post(`${server.url}/tasks`, { task_type: 'text_to_speech', model_name: 'espeak-ng', input_data: { text: 'next' } }));
+    expect((await fetch(`${server.url}/tasks/${long.task_id}`, { method: 'DELETE' })).status).toBe(200);
+    // One slot: the speech task can only run once the generation really stopped.
+    const done = await finished(server.url, next.task_id, 15_000);
+    expect(done.status).toBe('completed');
+    const cancelled = await json(await fetch(`${server.url}/tasks/${long.task_id}`));
+    expect(cancelled.status).toBe('cancelled');
+    expect(cancelled.result).toBeNull();
+  }, 60_000);
+
+  it('a worker killed mid-task loses its lease; another worker retries the task to completion', async () => {
+    const t = await json(await post(`${server.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'retry me' }, parameters: { max_tokens: 40 } }));
+    await waitFor(async () => (await json(await fetch(`${server.url}/tasks/${t.task_id}`))).status === 'running', 20_000, 'task to run on gpu-a');
+    workers[0].child.kill('SIGKILL');
+    await workers[0].exited;
+    workers.push(startWorker(server.url, catalog, 'gpu-b', 'tiny-llama'));
+    const done = await finished(server.url, t.task_id, 60_000);
+    expect(done).toMatchObject({ status: 'completed', worker_id: 'gpu-b', attempts: 2 });
+    expect(done.result.tokens_generated).toBe(40);
+    const { workers: list } = await json(await fetch(`${server.url}/workers`));
+    expect(list.find((w: any) => w.worker_id === 'gpu-a').status).toBe('offline');
+  }, 90_000);
+});
+
+describe('worker protocol guards', () => {
+  it('refuses workers without the token, and remote workers entirely when no token is configured', async () => {
+    const dir = tempDir();
+    const srv = await spawnServer({ DATABASE_URL: `sqlite:${join(dir.path, 'a.db')}`, TASK_MANAGER_EMBEDDED_WORKER: 'false', TASK_MANAGER_WORKER_TOKEN: TOKEN });
+    const noToken = await srv.url;
+    try {
+      const body = { models: [{ task_type: 'text_generation', model_name: 'tiny-llama' }], concurrency: 1 };
+      const missing = await post(`${noToken}/workers/register`, body);
+      expect(missing.status).toBe(401);
+      expect((await json(missing)).error.code).toBe('UNAUTHORIZED');
+      const wrong = await post(`${srv.url}/workers/register`, body, { authorization: 'Bearer nope' });
+      expect(wrong.status).toBe(401);
+      const ok = await post(`${srv.url}/workers/register`, { ...body, worker_id: 'w1' }, { authorization: `Bearer ${TOKEN}` });
+      expect(ok.status).toBe(200);
+      expect(await json(ok)).toMatchObject({ worker_id: 'w1', lease_seconds: 30 });
+      // A stale lease token is refused with 409 and changes nothing.
+      const task = await json(await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'x' } }));
+      const leased = await json(await post(`${srv.url}/workers/w1/lease`, { max_tasks: 1, wait_seconds: 1 }, { authorization: `Bearer ${TOKEN}` }));
+      expect(leased.tasks.map((x: any) => x.task_id)).toEqual([task.task_id]);
+      const stale = await post(`${srv.url}/workers/w1/tasks/${task.task_id}/complete`, { lease_token: 'f'.repeat(32), result: { x: 1 } }, { authorization: `Bearer ${TOKEN}` });
+      expect(stale.status).toBe(409);
+      expect((await json(stale)).error).toMatchObject({ code: 'LEASE_CONFLICT', details: { reason: 'stale' } });
+      const good = await post(`${srv.url}/workers/w1/tasks/${task.task_id}/complete`, { lease_token: leased.tasks[0].lease_token, result: { generated_text: 'hi' } }, { authorization: `Bearer ${TOKEN}` });
+      expect(good.status).toBe(200);
+      expect((await json(await fetch(`${srv.url}/tasks/${task.task_id}`))).result).toEqual({ generated_text: 'hi' });
+      const unknown = await post(`${srv.url}/workers/ghost/lease`, { max_tasks: 1, wait_seconds: 0 }, { authorization: `Bearer ${TOKEN}` });
+      expect(unknown.status).toBe(404);
+      expect((await json(unknown)).error.code).toBe('WORKER_NOT_FOUND');
+    } finally {
+      srv.child.kill('SIGKILL');
+      await srv.exited;
+    }
+    const closed = await spawnServer({ DATABASE_URL: `sqlite:${join(dir.path, 'b.db')}`, TASK_MANAGER_EMBEDDED_WORKER: 'false' });
+    try {
+      const res = await post(`${closed.url}/workers/register`, { models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 1 }, { authorization: `Bearer ${TOKEN}` });
+      expect(res.status).toBe(401);
+      expect((await json(res)).error.message).toMatch(/TASK_MANAGER_WORKER_TOKEN/);
+    } finally {
+      closed.child.kill('SIGKILL');
+      await closed.exited;
+      dir.cleanup();
+    }
+  });
+});
