@@ -33,6 +33,8 @@ export interface Config {
   trustProxy: boolean;
   /** Shared secret remote workers present; remote workers are refused while unset. */
   workerToken: string | null;
+  /** Largest input image (decoded), in bytes. */
+  maxImageBytes: number;
   /** Largest artifact a worker may upload, in bytes. */
   artifactLimitBytes: number;
   /** llama.cpp threads; null = every core. */
@@ -74,6 +76,7 @@ export function defaultConfig(): Config {
     llamaThreads: null,
     llamaGpu: 'auto',
     artifactLimitBytes: 64 * 1024 * 1024,
+    maxImageBytes: 10 * 1024 * 1024,
   };
 }
 
@@ -152,6 +155,10 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
       c.workerToken = raw;
     },
     help: 'Shared secret for remote workers (Authorization: Bearer …); unset refuses remote workers',
+  },
+  TASK_MANAGER_MAX_IMAGE_BYTES: {
+    set: int(1024, 2 ** 30, (c, v) => (c.maxImageBytes = v)),
+    help: 'Largest input image for image_to_text, decoded (default 10 MiB)',
   },
   TASK_MANAGER_ARTIFACT_LIMIT_BYTES: {
     set: int(1024, 2 ** 31, (c, v) => (c.artifactLimitBytes = v)),

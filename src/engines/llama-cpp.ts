@@ -33,6 +33,8 @@ export interface LlamaCppEngineOptions {
   maxConcurrent?: number;
   /** Where `hf:` model URIs are downloaded to / looked up in; default `<cwd>/models`. */
   modelsDir?: string;
+  /** A model download (`model_uri`) fails after this long without progress; default 60 s. */
+  downloadStallTimeoutMs?: number;
 }
 
 const DEFAULT_MAX_TOKENS = 128;
@@ -57,6 +59,7 @@ export class LlamaCppEngine implements Engine {
   private readonly maxLoadedModels: number;
   private readonly maxConcurrent: number;
   private readonly modelsDir: string;
+  private readonly downloadStallTimeoutMs: number;
 
   private lib: Promise<NodeLlamaCpp> | null = null;
   private llama: Promise<Llama> | null = null;
@@ -77,6 +80,7 @@ export class LlamaCppEngine implements Engine {
     this.maxLoadedModels = Math.max(1, Math.floor(opts.maxLoadedModels ?? 1));
     this.maxConcurrent = Math.max(1, Math.floor(opts.maxConcurrent ?? 1));
     this.modelsDir = resolvePath(opts.modelsDir ?? 'models');
+    this.downloadStallTimeoutMs = Math.max(1, opts.downloadStallTimeoutMs ?? 60_000);
   }
 
   async run(task: EngineTask, ctx: EngineContext): Promise<EngineResult> {
@@ -348,21 +352,42 @@ export class LlamaCppEngine implements Engine {
       // Failures are not remembered.
       let resolving = this.resolving.get(modelUri);
       if (!resolving) {
-        resolving = lib
-          .resolveModelFile(modelUri, { directory: this.modelsDir, cli: false, signal: this.closeController.signal })
-          .catch((err: unknown) => {
-            this.resolving.delete(modelUri);
-            throw new EngineError(
-              'MODEL_LOAD_FAILED',
-              `llama-cpp: could not resolve or download model ${modelUri} into ${this.modelsDir}: ${errMessage(err)}`,
-              { cause: err },
-            );
-          });
+        resolving = this.download(lib, modelUri).catch((err: unknown) => {
+          this.resolving.delete(modelUri);
+          throw new EngineError(
+            'MODEL_LOAD_FAILED',
+            `llama-cpp: could not resolve or download model ${modelUri} into ${this.modelsDir}: ${errMessage(err)}`,
+            { cause: err },
+          );
+        });
         this.resolving.set(modelUri, resolving);
       }
       return await resolving;
     }
     throw new EngineError('MODEL_LOAD_FAILED', `llama-cpp: model "${task.modelName}" has neither options.model_path nor options.model_uri`);
+  }
+
+  /**
+   * resolveModelFile with a stall timeout. In node-llama-cpp 3.21.1 its `signal` only reaches the
+   * download itself, not the lookup before it (which retries for minutes when offline), so the
+   * wait is cut here: no progress for `downloadStallTimeoutMs` fails it (the lookup is left to
+   * finish in the background).
+   */
+  private download(lib: NodeLlamaCpp, uri: string): Promise<string> {
+    const stall = new AbortController();
+    const signal = AbortSignal.any([stall.signal, this.closeController.signal]);
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () => stall.abort(new Error(`no progress for ${this.downloadStallTimeoutMs / 1000} s (offline, or the host is unreachable?)`)),
+        this.downloadStallTimeoutMs,
+      );
+      timer.unref?.();
+    };
+    arm();
+    const resolving = lib.resolveModelFile(uri, { directory: this.modelsDir, cli: false, signal, onProgress: arm });
+    return raceAbort(resolving, signal).finally(() => clearTimeout(timer));
   }
 }
 

@@ -113,7 +113,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     leaseMs: config.leaseSeconds * 1000,
   });
   const metrics = new Metrics();
-  const inputValidator = new InputValidator(Math.ceil((config.bodyLimitBytes * 4) / 3));
+  // base64 is 4 chars per 3 bytes; allow a data-URL prefix and line breaks on top.
+  const inputValidator = new InputValidator(Math.ceil((config.maxImageBytes / 3) * 4 * 1.03) + 128);
 
   const app = Fastify({
     logger: opts.logger ?? { level: config.logLevel },
