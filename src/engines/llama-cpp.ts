@@ -85,7 +85,17 @@ export class LlamaCppEngine implements Engine {
 
   async run(task: EngineTask, ctx: EngineContext): Promise<EngineResult> {
     if (this.closed) throw new RetryableEngineError('ENGINE_CLOSED', 'llama-cpp engine is shut down');
-    const signal = AbortSignal.any([ctx.signal, this.closeController.signal]);
+    // Not AbortSignal.any: combined with the engine-lifetime close signal it leaks on some Node
+    // versions (nodejs/node#55351); this link is unhooked when the run returns.
+    const link = linkSignals([ctx.signal, this.closeController.signal]);
+    try {
+      return await this.runLinked(task, ctx, link.signal);
+    } finally {
+      link.dispose();
+    }
+  }
+
+  private async runLinked(task: EngineTask, ctx: EngineContext, signal: AbortSignal): Promise<EngineResult> {
     throwIfAborted(signal);
     const params = readParams(task);
 
@@ -259,6 +269,7 @@ export class LlamaCppEngine implements Engine {
   }
 
   private getLlama(): Promise<Llama> {
+    if (this.closed) return Promise.reject(new RetryableEngineError('ENGINE_CLOSED', 'llama-cpp engine is shut down'));
     this.llama ??= (async () => {
       const lib = await this.getLib();
       const base = { build: 'never', maxThreads: this.threads, skipDownload: true, progressLogs: false } as const;
@@ -308,6 +319,7 @@ export class LlamaCppEngine implements Engine {
   private releaseModel(entry: ModelEntry): void {
     entry.refs--;
     if (entry.evicted && entry.refs === 0) this.disposeEntry(entry);
+    else if (!this.closed) this.evictOverflow(); // an entry kept because it was in use may go now
   }
 
   private evictOverflow(): void {
@@ -375,7 +387,8 @@ export class LlamaCppEngine implements Engine {
    */
   private download(lib: NodeLlamaCpp, uri: string): Promise<string> {
     const stall = new AbortController();
-    const signal = AbortSignal.any([stall.signal, this.closeController.signal]);
+    const link = linkSignals([stall.signal, this.closeController.signal]);
+    const signal = link.signal;
     let timer: NodeJS.Timeout | undefined;
     const arm = () => {
       clearTimeout(timer);
@@ -387,7 +400,10 @@ export class LlamaCppEngine implements Engine {
     };
     arm();
     const resolving = lib.resolveModelFile(uri, { directory: this.modelsDir, cli: false, signal, onProgress: arm });
-    return raceAbort(resolving, signal).finally(() => clearTimeout(timer));
+    return raceAbort(resolving, signal).finally(() => {
+      clearTimeout(timer);
+      link.dispose();
+    });
   }
 }
 
@@ -444,6 +460,29 @@ function abortError(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
   if (reason instanceof Error) return reason;
   return new Error(`aborted: ${String(reason)}`, { cause: reason });
+}
+
+/** A signal that aborts (with the same reason) when any of `signals` does; `dispose` unhooks it. */
+function linkSignals(signals: AbortSignal[]): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const hooks: Array<() => void> = [];
+  const dispose = () => {
+    for (const h of hooks.splice(0)) h();
+  };
+  for (const s of signals) {
+    if (s.aborted) {
+      dispose();
+      controller.abort(s.reason);
+      break;
+    }
+    const onAbort = () => {
+      dispose();
+      controller.abort(s.reason);
+    };
+    s.addEventListener('abort', onAbort, { once: true });
+    hooks.push(() => s.removeEventListener('abort', onAbort));
+  }
+  return { signal: controller.signal, dispose };
 }
 
 function throwIfAborted(signal: AbortSignal): void {

@@ -214,6 +214,19 @@ describe('LlamaCppEngine', () => {
     await expect(engine.run(task({ max_tokens: 4 }, { modelOptions: {} }), context())).rejects.toMatchObject({
       code: 'MODEL_LOAD_FAILED',
     });
+    // An hf: URI that cannot be fetched (offline here; a 404 online) fails the same way, and
+    // promptly: node-llama-cpp's lookup ignores its signal and retries for minutes offline.
+    const hfEngine = new LlamaCppEngine({ threads: THREADS, modelsDir: join(dir, 'hf'), downloadStallTimeoutMs: 1500 });
+    try {
+      const t0 = performance.now();
+      await expect(
+        hfEngine.run(task({ max_tokens: 4 }, { modelOptions: { model_uri: 'hf:no-such-user-x/no-such-model-x/none.gguf' } }), context()),
+      ).rejects.toMatchObject({ name: 'EngineError', code: 'MODEL_LOAD_FAILED' });
+      expect(performance.now() - t0).toBeLessThan(10_000);
+    } finally {
+      await hfEngine.close();
+    }
+
     // The good model still works after failures (and after being evicted by none of them).
     const ok = await engine.run(task({ max_tokens: 4 }), context());
     expect(ok.result.tokens_generated).toBe(4);
