@@ -102,6 +102,46 @@ export interface RunningTaskRef {
   workerId: string | null;
 }
 
+/** One entry of a task's event log; ids increase in commit order per task. */
+export interface TaskLogEvent {
+  id: number;
+  taskId: string;
+  type: 'status' | 'progress' | 'output';
+  status: TaskStatus | null;
+  progress: number | null;
+  text: string | null;
+  at: number;
+}
+
+export type CreateOnceOutcome =
+  | { kind: 'created'; task: TaskRecord }
+  /** The key was used before with the same request: the task it created. */
+  | { kind: 'replayed'; task: TaskRecord }
+  /** The key was used before with a different request. */
+  | { kind: 'conflict'; taskId: string };
+
+export interface WebhookDelivery {
+  id: number;
+  taskId: string;
+  event: TaskStatus;
+  url: string;
+  state: 'pending' | 'delivered' | 'failed';
+  attempts: number;
+  nextAttemptAt: number;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  createdAt: number;
+  deliveredAt: number | null;
+}
+
+export interface DeliveryResult {
+  ok: boolean;
+  statusCode: number | null;
+  error: string | null;
+  /** When to try again if not ok; null gives up (state becomes failed). */
+  retryAt: number | null;
+}
+
 export interface ReapResult {
   requeued: TaskRecord[];
   failed: TaskRecord[];
@@ -146,6 +186,23 @@ export interface TaskStore {
   putArtifact(a: Omit<Artifact, 'size' | 'createdAt'>, now: number): Promise<ArtifactMeta>;
   getArtifact(taskId: string, name: string): Promise<Artifact | null>;
   listArtifacts(taskId: string): Promise<ArtifactMeta[]>;
+  /**
+   * Creates a task once per idempotency key (kept `ttlMs`): the same key with the same
+   * fingerprint returns the first task; with another fingerprint, a conflict.
+   */
+  createTaskOnce(task: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome>;
+  /** Appends progress and output to a running task's log under its lease. */
+  appendEvents(
+    id: string,
+    leaseToken: string,
+    events: Array<{ progress?: number; text?: string }>,
+    now: number,
+  ): Promise<{ kind: LeaseOutcome['kind']; events: TaskLogEvent[] }>;
+  listEvents(taskId: string, afterId: number, limit: number): Promise<TaskLogEvent[]>;
+  /** Claims due webhook deliveries for `leaseMs` so no other node sends them meanwhile. */
+  claimDeliveries(now: number, limit: number, leaseMs: number): Promise<WebhookDelivery[]>;
+  recordDelivery(id: number, result: DeliveryResult, now: number): Promise<void>;
+  listDeliveries(taskId: string): Promise<WebhookDelivery[]>;
   /** Throws when the store cannot serve requests. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -48,6 +48,9 @@ export interface TaskRecord {
   progress: number | null;
   result: Record<string, unknown> | null;
   error: TaskError | null;
+  /** Where status changes are POSTed, and which statuses trigger a delivery. */
+  webhookUrl: string | null;
+  webhookEvents: TaskStatus[] | null;
 }
 
 export interface NewTask {
@@ -60,6 +63,8 @@ export interface NewTask {
   maxAttempts: number;
   timeoutMs: number;
   createdAt: number;
+  webhookUrl?: string | null;
+  webhookEvents?: TaskStatus[] | null;
 }
 
 /** The (task_type, model_name) pair a worker serves. */

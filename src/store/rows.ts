@@ -25,6 +25,8 @@ export interface TaskRow {
   result: string | Record<string, unknown> | null;
   error_code: string | null;
   error_message: string | null;
+  webhook_url?: string | null;
+  webhook_events?: string | string[] | null;
 }
 
 const json = (v: string | Record<string, unknown>): Record<string, unknown> =>
@@ -55,6 +57,8 @@ export function rowToTask(r: TaskRow): TaskRecord {
     progress: r.progress,
     result: r.result === null ? null : json(r.result),
     error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
+    webhookUrl: r.webhook_url ?? null,
+    webhookEvents: r.webhook_events == null ? null : ((typeof r.webhook_events === 'string' ? JSON.parse(r.webhook_events) : r.webhook_events) as TaskStatus[]),
   };
 }
 
@@ -120,4 +124,56 @@ export interface ArtifactRow {
 
 export function rowToArtifactMeta(r: ArtifactRow): ArtifactMeta {
   return { taskId: r.task_id, name: r.name, contentType: r.content_type, size: num(r.size), createdAt: num(r.created_at) };
+}
+
+export interface EventRow {
+  id: number | string;
+  task_id: string;
+  type: 'status' | 'progress' | 'output';
+  status: string | null;
+  progress: number | null;
+  text: string | null;
+  at: number | string;
+}
+
+export function rowToEvent(r: EventRow): import('../core/store.js').TaskLogEvent {
+  return {
+    id: num(r.id),
+    taskId: r.task_id,
+    type: r.type,
+    status: (r.status as TaskStatus | null) ?? null,
+    progress: r.progress,
+    text: r.text,
+    at: num(r.at),
+  };
+}
+
+export interface DeliveryRow {
+  id: number | string;
+  task_id: string;
+  event: string;
+  url: string;
+  state: 'pending' | 'delivered' | 'failed';
+  attempts: number;
+  next_attempt_at: number | string;
+  last_status_code: number | null;
+  last_error: string | null;
+  created_at: number | string;
+  delivered_at: number | string | null;
+}
+
+export function rowToDelivery(r: DeliveryRow): import('../core/store.js').WebhookDelivery {
+  return {
+    id: num(r.id),
+    taskId: r.task_id,
+    event: r.event as TaskStatus,
+    url: r.url,
+    state: r.state,
+    attempts: r.attempts,
+    nextAttemptAt: num(r.next_attempt_at),
+    lastStatusCode: r.last_status_code,
+    lastError: r.last_error,
+    createdAt: num(r.created_at),
+    deliveredAt: numOrNull(r.delivered_at),
+  };
 }

@@ -220,5 +220,7 @@ function toRecord(t: WireTask, workerId: string): TaskRecord {
     progress: null,
     result: null,
     error: null,
+    webhookUrl: null,
+    webhookEvents: null,
   };
 }

@@ -331,6 +331,75 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect(await store.getArtifact(t.id, 'missing.wav')).toBeNull();
     });
 
+    it('logs every status change in order, with output and progress under the lease', async () => {
+      const t = await store.createTask(newTask());
+      const l = await leaseOne();
+      const appended = await store.appendEvents(t.id, l.leaseToken, [{ text: 'Hel' }, { text: 'lo', progress: 0.5 }, { progress: 0.75 }], now());
+      expect(appended.kind).toBe('ok');
+      expect(appended.events.map((e) => [e.type, e.text, e.progress])).toEqual([
+        ['output', 'Hel', null],
+        ['output', 'lo', 0.5],
+        ['progress', null, 0.75],
+      ]);
+      expect((await store.getTask(t.id))!.progress).toBeCloseTo(0.75);
+      expect((await store.appendEvents(t.id, 'f'.repeat(32), [{ text: 'x' }], now())).kind).toBe('stale');
+      await store.completeTask(t.id, l.leaseToken, { generated_text: 'Hello' }, now());
+      const log = await store.listEvents(t.id, 0, 100);
+      expect(log.map((e) => (e.type === 'status' ? e.status : e.type))).toEqual(['pending', 'running', 'output', 'output', 'progress', 'completed']);
+      const ids = log.map((e) => e.id);
+      expect([...ids].sort((a, b) => a - b)).toEqual(ids);
+      expect((await store.listEvents(t.id, ids[2], 100)).map((e) => e.id)).toEqual(ids.slice(3));
+      expect((await store.appendEvents(t.id, l.leaseToken, [{ text: 'late' }], now())).kind).toBe('stale');
+
+      await store.createTask(newTask());
+      const l2 = await leaseOne();
+      await store.cancelTask(l2.task.id, now());
+      expect((await store.appendEvents(l2.task.id, l2.leaseToken, [{ text: 'x' }], now())).kind).toBe('cancelled');
+    });
+
+    it('creates once per idempotency key', async () => {
+      const first = await store.createTaskOnce(newTask(), 'key-1', 'fp-a', 86_400_000);
+      expect(first.kind).toBe('created');
+      const again = await store.createTaskOnce(newTask(), 'key-1', 'fp-a', 86_400_000);
+      expect(again.kind === 'replayed' && first.kind === 'created' && again.task.id).toBe(first.kind === 'created' ? first.task.id : '');
+      const other = await store.createTaskOnce(newTask(), 'key-1', 'fp-b', 86_400_000);
+      expect(other.kind).toBe('conflict');
+      const racing = await Promise.all(Array.from({ length: 6 }, () => store.createTaskOnce(newTask(), 'key-2', 'fp', 86_400_000)));
+      const ids = new Set(racing.map((r) => (r.kind === 'conflict' ? r.taskId : r.task.id)));
+      expect(ids.size).toBe(1);
+      expect(racing.filter((r) => r.kind === 'created')).toHaveLength(1);
+      const all = await store.listTasks({ limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'desc' });
+      expect(all.total).toBe(2);
+      // An expired key starts over.
+      const later = newTask();
+      later.createdAt += 2 * 86_400_000;
+      expect((await store.createTaskOnce(later, 'key-1', 'fp-b', 86_400_000)).kind).toBe('created');
+    });
+
+    it('queues webhook deliveries for the statuses asked for, and records attempts', async () => {
+      const t = await store.createTask(newTask({ webhookUrl: 'https://hooks.example/x', webhookEvents: ['completed', 'failed'] }));
+      expect((await store.getTask(t.id))).toMatchObject({ webhookUrl: 'https://hooks.example/x', webhookEvents: ['completed', 'failed'] });
+      await store.createTask(newTask()); // no webhook
+      const l = await leaseOne();
+      expect(await store.listDeliveries(t.id)).toEqual([]);
+      await store.completeTask(t.id, l.leaseToken, {}, now());
+      const [d] = await store.listDeliveries(t.id);
+      expect(d).toMatchObject({ taskId: t.id, event: 'completed', url: 'https://hooks.example/x', state: 'pending', attempts: 0 });
+      const claimed = await store.claimDeliveries(now() + 1, 10, 30_000);
+      expect(claimed.map((c) => c.id)).toEqual([d.id]);
+      expect(await store.claimDeliveries(now() + 2, 10, 30_000)).toEqual([]);
+      await store.recordDelivery(d.id, { ok: false, statusCode: 500, error: 'HTTP 500', retryAt: now() + 5000 }, now() + 3);
+      expect((await store.listDeliveries(t.id))[0]).toMatchObject({ state: 'pending', attempts: 1, lastStatusCode: 500, nextAttemptAt: now() + 5000 });
+      expect((await store.claimDeliveries(now() + 5000, 10, 30_000)).map((c) => c.id)).toEqual([d.id]);
+      await store.recordDelivery(d.id, { ok: true, statusCode: 204, error: null, retryAt: null }, now() + 6000);
+      expect((await store.listDeliveries(t.id))[0]).toMatchObject({ state: 'delivered', attempts: 2, lastStatusCode: 204, deliveredAt: now() + 6000 });
+      const t2 = await store.createTask(newTask({ webhookUrl: 'https://hooks.example/y', webhookEvents: ['pending'] }));
+      const [d2] = await store.listDeliveries(t2.id);
+      expect(d2.event).toBe('pending');
+      await store.recordDelivery(d2.id, { ok: false, statusCode: null, error: 'refused', retryAt: null }, now());
+      expect((await store.listDeliveries(t2.id))[0]).toMatchObject({ state: 'failed', attempts: 1, lastError: 'refused' });
+    });
+
     it('answers ping while open', async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });

@@ -4,6 +4,10 @@ import type {
   Artifact,
   ArtifactMeta,
   CancelOutcome,
+  CreateOnceOutcome,
+  DeliveryResult,
+  TaskLogEvent,
+  WebhookDelivery,
   CountRow,
   FailRequest,
   LeasedTask,
@@ -20,11 +24,15 @@ import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js
 import {
   listOrderBy,
   rowToArtifactMeta,
+  rowToDelivery,
+  rowToEvent,
   rowToSummary,
   rowToTask,
   rowToWorker,
   SUMMARY_COLUMNS,
   type ArtifactRow,
+  type DeliveryRow,
+  type EventRow,
   type SummaryRow,
   type TaskRow,
   type WorkerRow,
@@ -45,6 +53,8 @@ const COMMANDS = [
   'queue_position',
   'counts',
   'recent_run_times',
+  'claim_deliveries',
+  'record_delivery',
 ] as const;
 type Command = (typeof COMMANDS)[number];
 
@@ -136,8 +146,8 @@ export class PostgresTaskStore implements TaskStore {
     return this.q<R>(name, SQL[name], params);
   }
 
-  async createTask(t: NewTask): Promise<TaskRecord> {
-    const [row] = await this.run<TaskRow>('insert_task', [
+  private insertParams(t: NewTask): unknown[] {
+    return [
       t.id,
       t.taskType,
       t.modelName,
@@ -147,8 +157,103 @@ export class PostgresTaskStore implements TaskStore {
       t.maxAttempts,
       t.timeoutMs,
       t.createdAt,
-    ]);
+      t.webhookUrl ?? null,
+      t.webhookEvents ? JSON.stringify(t.webhookEvents) : null,
+    ];
+  }
+
+  async createTask(t: NewTask): Promise<TaskRecord> {
+    const [row] = await this.run<TaskRow>('insert_task', this.insertParams(t));
     return rowToTask(row);
+  }
+
+  /** One transaction; the key's row lock makes concurrent retries with one key wait for the first. */
+  async createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
+    if (this.closed) throw new StoreUnavailableError('Task store is closed');
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw wrap(err, 'create task');
+    }
+    try {
+      await client.query('BEGIN');
+      const claim = await client.query<{ task_id: string }>(
+        `INSERT INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, task_id = EXCLUDED.task_id, created_at = EXCLUDED.created_at
+           WHERE idempotency_keys.created_at <= $4 - $5
+         RETURNING task_id`,
+        [key, fingerprint, t.id, t.createdAt, ttlMs],
+      );
+      let out: CreateOnceOutcome;
+      if (claim.rows.length === 1) {
+        const { rows } = await client.query<TaskRow>(SQL.insert_task, this.insertParams(t));
+        out = { kind: 'created', task: rowToTask(rows[0]) };
+      } else {
+        const { rows } = await client.query<{ fingerprint: string; task_id: string }>('SELECT fingerprint, task_id FROM idempotency_keys WHERE key = $1', [key]);
+        if (rows[0].fingerprint !== fingerprint) out = { kind: 'conflict', taskId: rows[0].task_id };
+        else {
+          const task = await client.query<TaskRow>(SQL.get_task, [rows[0].task_id]);
+          out = { kind: 'replayed', task: rowToTask(task.rows[0]) };
+        }
+      }
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw wrap(err, 'create task');
+    } finally {
+      client.release();
+    }
+  }
+
+  async appendEvents(
+    id: string,
+    leaseToken: string,
+    events: Array<{ progress?: number; text?: string }>,
+    now: number,
+  ): Promise<{ kind: LeaseOutcome['kind']; events: TaskLogEvent[] }> {
+    const progress = [...events].reverse().find((e) => e.progress !== undefined)?.progress ?? null;
+    // One statement: the lease check, the progress column and the log rows commit together.
+    const rows = await this.q<EventRow & { lease_ok: boolean; task_status: string | null }>(
+      'append events',
+      `WITH t AS (
+         UPDATE tasks SET progress = coalesce($4, progress), updated_at = $5
+          WHERE id = $1 AND lease_token = $2 AND status = 'running'
+         RETURNING id
+       ), ins AS (
+         INSERT INTO task_events (task_id, type, progress, text, at)
+         SELECT t.id, CASE WHEN e.value->>'text' IS NOT NULL THEN 'output' ELSE 'progress' END,
+                (e.value->>'progress')::float8, e.value->>'text', $5
+           FROM t, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(value, ord)
+          ORDER BY e.ord
+         RETURNING *
+       )
+       SELECT ins.*, true AS lease_ok, NULL::text AS task_status FROM ins
+       UNION ALL
+       SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) > 0 FROM t), (SELECT status FROM tasks WHERE id = $1 AND lease_token = $2)`,
+      [id, leaseToken, JSON.stringify(events.filter((e) => e.text || e.progress !== undefined)), progress, now],
+    );
+    const marker = rows[rows.length - 1];
+    if (!marker.lease_ok) return { kind: marker.task_status === 'cancelled' ? 'cancelled' : 'stale', events: [] };
+    return { kind: 'ok', events: rows.slice(0, -1).map(rowToEvent).sort((a, b) => a.id - b.id) };
+  }
+
+  async listEvents(taskId: string, afterId: number, limit: number): Promise<TaskLogEvent[]> {
+    const rows = await this.q<EventRow>('list events', 'SELECT * FROM task_events WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3', [taskId, afterId, limit]);
+    return rows.map(rowToEvent);
+  }
+
+  async claimDeliveries(now: number, limit: number, leaseMs: number): Promise<WebhookDelivery[]> {
+    return (await this.run<DeliveryRow>('claim_deliveries', [now, limit, now + leaseMs])).map(rowToDelivery);
+  }
+
+  async recordDelivery(id: number, r: DeliveryResult, now: number): Promise<void> {
+    await this.run('record_delivery', [id, r.ok, r.statusCode, r.error, r.retryAt, now]);
+  }
+
+  async listDeliveries(taskId: string): Promise<WebhookDelivery[]> {
+    return (await this.q<DeliveryRow>('list deliveries', 'SELECT * FROM webhook_deliveries WHERE task_id = $1 ORDER BY id', [taskId])).map(rowToDelivery);
   }
 
   async getTask(id: string): Promise<TaskRecord | null> {

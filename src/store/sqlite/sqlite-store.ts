@@ -7,6 +7,10 @@ import type {
   Artifact,
   ArtifactMeta,
   CancelOutcome,
+  CreateOnceOutcome,
+  DeliveryResult,
+  TaskLogEvent,
+  WebhookDelivery,
   CountRow,
   FailRequest,
   LeasedTask,
@@ -23,11 +27,15 @@ import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js
 import {
   listOrderBy,
   rowToArtifactMeta,
+  rowToDelivery,
+  rowToEvent,
   rowToSummary,
   rowToTask,
   rowToWorker,
   SUMMARY_COLUMNS,
   type ArtifactRow,
+  type DeliveryRow,
+  type EventRow,
   type SummaryRow,
   type TaskRow,
   type WorkerRow,
@@ -50,6 +58,8 @@ const COMMANDS = [
   'queue_position',
   'counts',
   'recent_run_times',
+  'claim_deliveries',
+  'record_delivery',
 ] as const;
 type Command = (typeof COMMANDS)[number];
 
@@ -204,8 +214,8 @@ export class SqliteTaskStore implements TaskStore {
     }
   }
 
-  createTask(t: NewTask): Promise<TaskRecord> {
-    const params = {
+  private insertParams(t: NewTask) {
+    return {
       id: t.id,
       task_type: t.taskType,
       model_name: t.modelName,
@@ -215,8 +225,81 @@ export class SqliteTaskStore implements TaskStore {
       max_attempts: t.maxAttempts,
       timeout_ms: t.timeoutMs,
       created_at: t.createdAt,
+      webhook_url: t.webhookUrl ?? null,
+      webhook_events: t.webhookEvents ? JSON.stringify(t.webhookEvents) : null,
     };
+  }
+
+  createTask(t: NewTask): Promise<TaskRecord> {
+    const params = this.insertParams(t);
     return this.write(() => rowToTask(this.stmt.insert_task.get(params) as TaskRow));
+  }
+
+  createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
+    const params = this.insertParams(t);
+    return this.write((): CreateOnceOutcome => {
+      const prior = this.db.prepare('SELECT fingerprint, task_id, created_at FROM idempotency_keys WHERE key = ?').get(key) as
+        | { fingerprint: string; task_id: string; created_at: number }
+        | undefined;
+      if (prior && prior.created_at > t.createdAt - ttlMs) {
+        if (prior.fingerprint !== fingerprint) return { kind: 'conflict', taskId: prior.task_id };
+        const row = this.stmt.get_task.get({ id: prior.task_id }) as TaskRow | undefined;
+        if (row) return { kind: 'replayed', task: rowToTask(row) };
+      }
+      const task = rowToTask(this.stmt.insert_task.get(params) as TaskRow);
+      this.db
+        .prepare('INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?)')
+        .run(key, fingerprint, task.id, t.createdAt);
+      return { kind: 'created', task };
+    });
+  }
+
+  appendEvents(
+    id: string,
+    leaseToken: string,
+    events: Array<{ progress?: number; text?: string }>,
+    now: number,
+  ): Promise<{ kind: LeaseOutcome['kind']; events: TaskLogEvent[] }> {
+    return this.write(() => {
+      const row = this.stmt.get_task.get({ id }) as TaskRow | undefined;
+      if (!row || row.lease_token !== leaseToken) return { kind: 'stale' as const, events: [] };
+      if (row.status === 'cancelled') return { kind: 'cancelled' as const, events: [] };
+      if (row.status !== 'running') return { kind: 'stale' as const, events: [] };
+      const insert = this.db.prepare('INSERT INTO task_events (task_id, type, progress, text, at) VALUES (?, ?, ?, ?, ?) RETURNING *');
+      const out: TaskLogEvent[] = [];
+      let progress: number | undefined;
+      for (const e of events) {
+        if (e.text) out.push(rowToEvent(insert.get(id, 'output', e.progress ?? null, e.text, now) as EventRow));
+        else if (e.progress !== undefined) out.push(rowToEvent(insert.get(id, 'progress', e.progress, null, now) as EventRow));
+        if (e.progress !== undefined) progress = e.progress;
+      }
+      if (progress !== undefined) this.db.prepare('UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ?').run(progress, now, id);
+      return { kind: 'ok' as const, events: out };
+    });
+  }
+
+  listEvents(taskId: string, afterId: number, limit: number): Promise<TaskLogEvent[]> {
+    return this.read('list events', () =>
+      (this.db.prepare('SELECT * FROM task_events WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?').all(taskId, afterId, limit) as EventRow[]).map(rowToEvent),
+    );
+  }
+
+  claimDeliveries(now: number, limit: number, leaseMs: number): Promise<WebhookDelivery[]> {
+    return this.write(() =>
+      (this.stmt.claim_deliveries.all({ now, limit, claimed_until: now + leaseMs }) as DeliveryRow[]).map(rowToDelivery),
+    );
+  }
+
+  recordDelivery(id: number, r: DeliveryResult, now: number): Promise<void> {
+    return this.write(() => {
+      this.stmt.record_delivery.run({ id, ok: r.ok ? 1 : 0, status_code: r.statusCode, error: r.error, retry_at: r.retryAt, now });
+    });
+  }
+
+  listDeliveries(taskId: string): Promise<WebhookDelivery[]> {
+    return this.read('list deliveries', () =>
+      (this.db.prepare('SELECT * FROM webhook_deliveries WHERE task_id = ? ORDER BY id').all(taskId) as DeliveryRow[]).map(rowToDelivery),
+    );
   }
 
   getTask(id: string): Promise<TaskRecord | null> {
