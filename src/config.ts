@@ -37,6 +37,14 @@ export interface Config {
   maxImageBytes: number;
   /** Largest artifact a worker may upload, in bytes. */
   artifactLimitBytes: number;
+  /** Longest `Prefer: wait=N` honoured, in seconds. */
+  maxWaitSeconds: number;
+  /** HMAC-SHA256 key for webhook signatures; tasks with a webhook_url are refused while unset. */
+  webhookSecret: string | null;
+  /** Let webhooks target loopback and private addresses (off: SSRF guard). */
+  webhookAllowPrivate: boolean;
+  /** How long an Idempotency-Key is remembered, in seconds. */
+  idempotencyTtlSeconds: number;
   /** llama.cpp threads; null = every core. */
   llamaThreads: number | null;
   llamaGpu: false | 'auto' | 'cuda' | 'vulkan';
@@ -74,6 +82,10 @@ export function defaultConfig(): Config {
     rejectWithoutWorker: false,
     workerToken: null,
     llamaThreads: null,
+    maxWaitSeconds: 60,
+    webhookSecret: null,
+    webhookAllowPrivate: false,
+    idempotencyTtlSeconds: 86_400,
     llamaGpu: 'auto',
     artifactLimitBytes: 64 * 1024 * 1024,
     maxImageBytes: 10 * 1024 * 1024,
@@ -163,6 +175,22 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
   TASK_MANAGER_ARTIFACT_LIMIT_BYTES: {
     set: int(1024, 2 ** 31, (c, v) => (c.artifactLimitBytes = v)),
     help: 'Largest artifact (audio, image) a worker may upload (default 64 MiB)',
+  },
+  TASK_MANAGER_MAX_WAIT_SECONDS: { set: int(0, 600, (c, v) => (c.maxWaitSeconds = v)), help: 'Longest Prefer: wait=N honoured (default 60)' },
+  TASK_MANAGER_WEBHOOK_SECRET: {
+    set: (c, raw, name) => {
+      if (raw.length < 16) throw new ConfigError(`${name} must be at least 16 characters`);
+      c.webhookSecret = raw;
+    },
+    help: 'Key for webhook HMAC-SHA256 signatures; webhooks are refused while unset',
+  },
+  TASK_MANAGER_WEBHOOK_ALLOW_PRIVATE: {
+    set: bool((c, v) => (c.webhookAllowPrivate = v)),
+    help: 'Allow webhooks to loopback/private addresses (default false)',
+  },
+  TASK_MANAGER_IDEMPOTENCY_TTL_SECONDS: {
+    set: int(60, 30 * 86_400, (c, v) => (c.idempotencyTtlSeconds = v)),
+    help: 'How long an Idempotency-Key is remembered (default 86400)',
   },
   TASK_MANAGER_LLAMA_THREADS: { set: int(1, 512, (c, v) => (c.llamaThreads = v)), help: 'llama.cpp threads (default: every core)' },
   TASK_MANAGER_LLAMA_GPU: {

@@ -15,6 +15,8 @@ export interface EngineContext {
   signal: AbortSignal;
   /** Progress in [0, 1]; cheap to call often. */
   reportProgress(progress: number): void;
+  /** Streams partial output (generated text) to subscribers as it is produced; cheap to call per token. */
+  reportOutput?(text: string): void;
 }
 
 /** A binary output (audio, image) kept with the task and served at /tasks/{id}/artifacts/{name}. */

@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   TASK_NOT_CANCELLABLE: { status: 409, message: 'Task cannot be cancelled' },
   LEASE_CONFLICT: { status: 409, message: 'Lease is no longer held by this worker' },
   CONFLICT: { status: 409, message: 'Request conflicts with the current state' },
+  IDEMPOTENCY_KEY_REUSED: { status: 409, message: 'Idempotency-Key was already used with a different request' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'Request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported content type' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' },

@@ -1,12 +1,15 @@
 import { EventEmitter } from 'node:events';
+import type { TaskLogEvent } from './store.js';
 import type { TaskRecord } from './task.js';
 
-export type TaskEventType = 'created' | 'leased' | 'progress' | 'completed' | 'failed' | 'cancelled' | 'requeued';
+export type TaskEventType = 'created' | 'leased' | 'progress' | 'output' | 'completed' | 'failed' | 'cancelled' | 'requeued';
 
 export interface TaskEvent {
   type: TaskEventType;
   task: TaskRecord;
   at: number;
+  /** For `output`: the log entries just appended (streamed text and progress). */
+  log?: TaskLogEvent[];
 }
 
 /** Fans task events out; the PostgreSQL build carries them across nodes. */

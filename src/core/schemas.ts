@@ -38,6 +38,17 @@ export const CreateTaskBody = Type.Object(
     timeout_seconds: Type.Optional(
       Type.Integer({ minimum: 1, maximum: 86_400, description: 'Run-time limit once started' }),
     ),
+    webhook_url: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 2048, description: 'http(s) URL that receives a signed POST on status changes' }),
+    ),
+    webhook_events: Type.Optional(
+      Type.Array(TaskStatusSchema, {
+        minItems: 1,
+        maxItems: 5,
+        uniqueItems: true,
+        description: 'Statuses that trigger a delivery (default: completed, failed, cancelled)',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -45,16 +56,6 @@ export type CreateTaskBody = Static<typeof CreateTaskBody>;
 
 export const TaskErrorSchema = Type.Object({ code: Type.String(), message: Type.String() });
 
-export const CreateTaskResponse = Type.Object({
-  task_id: Type.String(),
-  status: TaskStatusSchema,
-  task_type: TaskTypeSchema,
-  model_name: Type.String(),
-  priority: Type.Integer(),
-  created_at: Timestamp,
-  estimated_completion: Nullable(Timestamp),
-  queue_position: Nullable(Type.Integer({ description: 'Tasks of this model ahead of this one' })),
-});
 
 export const TaskResponse = Type.Object({
   task_id: Type.String(),
@@ -77,7 +78,39 @@ export const TaskResponse = Type.Object({
   parameters: Type.Any(),
   result: Type.Any({ description: 'Engine output once completed, else null' }),
   error: Nullable(TaskErrorSchema),
+  webhook: Nullable(
+    Type.Object({
+      url: Type.String(),
+      events: Type.Array(Type.String()),
+      deliveries: Type.Array(
+        Type.Object({
+          event: Type.String(),
+          state: Type.String({ description: 'pending, delivered or failed' }),
+          attempts: Type.Integer(),
+          last_status_code: Nullable(Type.Integer()),
+          last_error: Nullable(Type.String()),
+          next_attempt_at: Nullable(Timestamp),
+          delivered_at: Nullable(Timestamp),
+        }),
+      ),
+    }),
+  ),
 });
+
+/** The reference's create response; with `Prefer: wait=N` the whole task, as GET returns it. */
+export const CreateTaskResponse = Type.Composite([
+  Type.Object({
+    task_id: Type.String(),
+    status: TaskStatusSchema,
+    task_type: TaskTypeSchema,
+    model_name: Type.String(),
+    priority: Type.Integer(),
+    created_at: Timestamp,
+    estimated_completion: Nullable(Timestamp),
+    queue_position: Nullable(Type.Integer({ description: 'Tasks of this model ahead of this one' })),
+  }),
+  Type.Partial(Type.Omit(TaskResponse, ['task_id', 'status', 'task_type', 'model_name', 'priority', 'created_at', 'estimated_completion', 'queue_position'])),
+]);
 
 export const TaskSummaryResponse = Type.Object({
   task_id: Type.String(),

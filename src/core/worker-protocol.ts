@@ -98,6 +98,19 @@ export const FailBody = Type.Object(
   },
   { additionalProperties: false },
 );
+export const EventsBody = Type.Object(
+  {
+    lease_token: LeaseToken,
+    events: Type.Array(
+      Type.Object(
+        { text: Type.Optional(Type.String({ maxLength: 65_536 })), progress: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })) },
+        { additionalProperties: false },
+      ),
+      { minItems: 1, maxItems: 1000 },
+    ),
+  },
+  { additionalProperties: false },
+);
 export const ReleaseBody = Type.Object({ lease_token: LeaseToken }, { additionalProperties: false });
 
 export const LeaseWriteResponse = Type.Object({ task_id: Type.String(), status: Type.String() });

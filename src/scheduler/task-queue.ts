@@ -2,7 +2,7 @@ import { AppError } from '../core/errors.js';
 import type { EventBus, TaskEventType } from '../core/events.js';
 import { newTaskId } from '../core/ids.js';
 import type { CancelOutcome, LeasedTask, LeaseOutcome, ListQuery, ListResult, TaskStore } from '../core/store.js';
-import type { ModelRef, TaskError, TaskRecord, TaskType } from '../core/task.js';
+import { isFinal, type ModelRef, type TaskError, type TaskRecord, type TaskStatus, type TaskType } from '../core/task.js';
 import { EtaEstimator } from './eta-estimator.js';
 import { LeaseWakeups } from './wakeups.js';
 import { WorkerDirectory } from './worker-directory.js';
@@ -15,6 +15,14 @@ export interface CreateTaskInput {
   priority?: number;
   maxAttempts?: number;
   timeoutSeconds?: number;
+  webhookUrl?: string;
+  webhookEvents?: TaskStatus[];
+}
+
+export interface Idempotency {
+  key: string;
+  fingerprint: string;
+  ttlMs: number;
 }
 
 export interface TaskQueueOptions {
@@ -73,10 +81,11 @@ export class TaskQueue {
     this.bus.publish({ type, task, at: Date.now() });
   }
 
-  async create(input: CreateTaskInput): Promise<{ task: TaskRecord } & Estimate> {
+  /** With `idempotency`, a retried request returns the first task (`replayed`) instead of a new one. */
+  async create(input: CreateTaskInput, idempotency?: Idempotency): Promise<{ task: TaskRecord; replayed: boolean } & Estimate> {
     const now = Date.now();
     const ahead = await this.pendingAhead(input);
-    const task = await this.store.createTask({
+    const record = {
       id: newTaskId(now),
       taskType: input.taskType,
       modelName: input.modelName,
@@ -86,11 +95,48 @@ export class TaskQueue {
       maxAttempts: input.maxAttempts ?? this.opts.defaultMaxAttempts,
       timeoutMs: input.timeoutSeconds !== undefined ? input.timeoutSeconds * 1000 : this.opts.defaultTimeoutMs,
       createdAt: now,
-    });
+      webhookUrl: input.webhookUrl ?? null,
+      webhookEvents: input.webhookUrl ? (input.webhookEvents ?? ['completed', 'failed', 'cancelled']) : null,
+    };
+    let task: TaskRecord;
+    if (idempotency) {
+      const out = await this.store.createTaskOnce(record, idempotency.key, idempotency.fingerprint, idempotency.ttlMs);
+      if (out.kind === 'conflict') {
+        throw new AppError('IDEMPOTENCY_KEY_REUSED', `Idempotency-Key "${idempotency.key}" was used for a different request (task ${out.taskId})`, {
+          details: { task_id: out.taskId },
+        });
+      }
+      if (out.kind === 'replayed') return { task: out.task, replayed: true, ...(await this.estimate(out.task)) };
+      task = out.task;
+    } else {
+      task = await this.store.createTask(record);
+    }
     const k = pendingKey(input);
     this.pendingCounts.set(k, (this.pendingCounts.get(k) ?? 0) + 1);
     this.publish('created', task);
-    return { task, queuePosition: ahead, estimatedCompletion: this.eta.estimate(input, ahead, now) };
+    return { task, replayed: false, queuePosition: ahead, estimatedCompletion: this.eta.estimate(input, ahead, now) };
+  }
+
+  /** Resolves with the task once it is final, or as it is when `ms` pass (or the signal aborts). */
+  async waitUntilFinal(id: string, ms: number, signal?: AbortSignal): Promise<TaskRecord> {
+    let wake!: () => void;
+    const woken = new Promise<void>((r) => (wake = r));
+    const off = this.bus.subscribe((e) => {
+      if (e.task.id === id && isFinal(e.task.status)) wake();
+    });
+    const timer = setTimeout(wake, ms);
+    signal?.addEventListener('abort', wake, { once: true });
+    try {
+      // Subscribed first, then looked: a change in between still wakes us.
+      const now = await this.get(id);
+      if (isFinal(now.status) || ms <= 0) return now;
+      await woken;
+      return await this.get(id);
+    } finally {
+      off();
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', wake);
+    }
   }
 
   /**
@@ -188,6 +234,16 @@ export class TaskQueue {
     const out = await this.store.heartbeat(id, leaseToken, this.opts.leaseMs, Date.now(), progress);
     if (out.kind === 'ok' && progress !== undefined) this.publish('progress', out.task);
     return out;
+  }
+
+  /** Streamed output and progress of a running task: logged (for SSE resume), then published. */
+  async appendEvents(id: string, leaseToken: string, events: Array<{ progress?: number; text?: string }>): Promise<LeaseOutcome['kind']> {
+    const out = await this.store.appendEvents(id, leaseToken, events, Date.now());
+    if (out.kind === 'ok' && out.events.length) {
+      const task = await this.store.getTask(id);
+      if (task) this.bus.publish({ type: 'output', task, at: Date.now(), log: out.events });
+    }
+    return out.kind;
   }
 
   async complete(id: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseOutcome> {

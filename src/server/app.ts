@@ -25,6 +25,7 @@ import { Metrics } from './metrics.js';
 import { installRateLimit, MemoryRateLimitStore, type RateLimitStore } from './rate-limit.js';
 import { systemRoutes } from './routes/system.js';
 import { modelAndArtifactRoutes } from './routes/models.js';
+import { streamRoutes } from './routes/stream.js';
 import { taskRoutes } from './routes/tasks.js';
 import { workerRoutes } from './routes/workers.js';
 import { VERSION } from './version.js';
@@ -216,6 +217,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(taskRoutes);
   await app.register(modelAndArtifactRoutes);
   await app.register(workerRoutes);
+  await app.register(streamRoutes);
   await app.register(systemRoutes);
 
   const reaper = new LeaseReaper(queue, { intervalMs: config.reaperIntervalMs, timeoutGraceMs: 5_000 }, app.log);

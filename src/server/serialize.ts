@@ -1,10 +1,10 @@
-import type { TaskSummary } from '../core/store.js';
+import type { TaskSummary, WebhookDelivery } from '../core/store.js';
 import type { TaskRecord } from '../core/task.js';
 import type { Estimate } from '../scheduler/task-queue.js';
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
-export function taskToJson(t: TaskRecord, est: Estimate) {
+export function taskToJson(t: TaskRecord, est: Estimate, deliveries: WebhookDelivery[] = []) {
   return {
     task_id: t.id,
     status: t.status,
@@ -26,6 +26,21 @@ export function taskToJson(t: TaskRecord, est: Estimate) {
     parameters: t.parameters,
     result: t.result,
     error: t.error,
+    webhook: t.webhookUrl
+      ? {
+          url: t.webhookUrl,
+          events: t.webhookEvents ?? [],
+          deliveries: deliveries.map((d) => ({
+            event: d.event,
+            state: d.state,
+            attempts: d.attempts,
+            last_status_code: d.lastStatusCode,
+            last_error: d.lastError,
+            next_attempt_at: d.state === 'pending' ? iso(d.nextAttemptAt) : null,
+            delivered_at: iso(d.deliveredAt),
+          })),
+        }
+      : null,
   };
 }
 

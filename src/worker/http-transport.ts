@@ -185,6 +185,16 @@ export class HttpTransport implements WorkerTransport {
     return this.leaseWrite(taskId, 'release', { lease_token: leaseToken });
   }
 
+  async appendEvents(taskId: string, leaseToken: string, events: Array<{ progress?: number; text?: string }>): Promise<LeaseState> {
+    try {
+      await this.call('POST', `/workers/${encodeURIComponent(this.workerId)}/tasks/${encodeURIComponent(taskId)}/events`, { lease_token: leaseToken, events });
+      return 'ok';
+    } catch (err) {
+      if (err instanceof HttpError && err.code === 'LEASE_CONFLICT') return err.details.reason === 'cancelled' ? 'cancelled' : 'stale';
+      throw err;
+    }
+  }
+
   putArtifact(taskId: string, leaseToken: string, artifact: EngineArtifact): Promise<ArtifactRef> {
     const path = `/workers/${encodeURIComponent(this.workerId)}/tasks/${encodeURIComponent(taskId)}/artifacts/${encodeURIComponent(artifact.name)}?lease_token=${encodeURIComponent(leaseToken)}`;
     return this.withRetry(() => this.call<ArtifactRef>('PUT', path, undefined, { raw: artifact.data, contentType: artifact.contentType }));

@@ -52,6 +52,10 @@ export class InProcessTransport implements WorkerTransport {
     return state(await this.queue.release(taskId, leaseToken));
   }
 
+  appendEvents(taskId: string, leaseToken: string, events: Array<{ progress?: number; text?: string }>): Promise<LeaseState> {
+    return this.queue.appendEvents(taskId, leaseToken, events);
+  }
+
   async putArtifact(taskId: string, leaseToken: string, artifact: EngineArtifact): Promise<ArtifactRef> {
     const task = await this.queue.store.getTask(taskId);
     if (!task || task.status !== 'running' || task.leaseToken !== leaseToken) throw new Error(`lease on ${taskId} is no longer held`);

@@ -33,6 +33,8 @@ export interface WorkerTransport {
   complete(taskId: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseState>;
   fail(taskId: string, leaseToken: string, error: TaskError, retryable: boolean): Promise<LeaseState>;
   release(taskId: string, leaseToken: string): Promise<LeaseState>;
+  /** Streams output and progress of a running task (logged and pushed to subscribers). */
+  appendEvents(taskId: string, leaseToken: string, events: Array<{ progress?: number; text?: string }>): Promise<LeaseState>;
   /** Stores a binary output under the lease; returns where clients fetch it. */
   putArtifact(taskId: string, leaseToken: string, artifact: EngineArtifact): Promise<ArtifactRef>;
   /** Push notice of cancelled tasks, where the transport has one; heartbeats are the fallback. */

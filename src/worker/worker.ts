@@ -26,6 +26,8 @@ export interface WorkerOptions {
   heartbeatMs: number;
   /** How long one lease long-poll may wait. */
   leaseWaitMs?: number;
+  /** How often streamed output and progress are reported (default 100 ms). */
+  streamIntervalMs?: number;
   hardware?: Record<string, unknown>;
   log?: WorkerLogger;
 }
@@ -38,6 +40,57 @@ interface Running {
   controller: AbortController;
   progress: number | undefined;
   done: Promise<void>;
+  stream: OutputStream;
+}
+
+/** Batches a task's streamed output and progress into one report per interval, in order. */
+class OutputStream {
+  private buffer: Array<{ progress?: number; text?: string }> = [];
+  private timer: NodeJS.Timeout | null = null;
+  private chain: Promise<void> = Promise.resolve();
+  private lastProgress = -1;
+
+  constructor(
+    private readonly send: (events: Array<{ progress?: number; text?: string }>) => Promise<unknown>,
+    private readonly intervalMs: number,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  text(t: string): void {
+    if (!t) return;
+    this.buffer.push({ text: t });
+    this.schedule();
+  }
+
+  progress(p: number): void {
+    // Progress moves in steps of at least 1% so a per-token call does not flood the log.
+    if (Math.abs(p - this.lastProgress) < 0.01 && p < 1) return;
+    this.lastProgress = p;
+    const last = this.buffer.at(-1);
+    if (last && last.progress === undefined && last.text !== undefined) last.progress = p;
+    else this.buffer.push({ progress: p });
+    this.schedule();
+  }
+
+  private schedule(): void {
+    this.timer ??= setTimeout(() => void this.flush(), this.intervalMs);
+  }
+
+  /** Sends what is buffered; resolves when everything sent so far has been delivered. */
+  flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const batch = this.buffer;
+    this.buffer = [];
+    if (batch.length) this.chain = this.chain.then(() => this.send(batch)).then(() => undefined, this.onError);
+    return this.chain;
+  }
+
+  discard(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.buffer = [];
+  }
 }
 
 const noopLog: WorkerLogger = { info() {}, warn() {}, error() {} };
@@ -119,7 +172,12 @@ export class Worker {
   }
 
   private runTask(leased: LeasedTask): void {
-    const entry: Running = { leased, controller: new AbortController(), progress: undefined, done: Promise.resolve() };
+    const stream = new OutputStream(
+      (events) => this.transport.appendEvents(leased.task.id, leased.leaseToken, events),
+      this.opts.streamIntervalMs ?? 100,
+      (err) => this.log.warn({ err, task_id: leased.task.id }, 'could not report output'),
+    );
+    const entry: Running = { leased, controller: new AbortController(), progress: undefined, done: Promise.resolve(), stream };
     this.running.set(leased.task.id, entry);
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(leased.task.id);
@@ -163,13 +221,18 @@ export class Worker {
         {
           signal: controller.signal,
           reportProgress: (p) => {
-            if (Number.isFinite(p)) entry.progress = Math.min(1, Math.max(0, p));
+            if (!Number.isFinite(p)) return;
+            entry.progress = Math.min(1, Math.max(0, p));
+            entry.stream.progress(entry.progress);
           },
+          reportOutput: (text) => entry.stream.text(String(text)),
         },
       );
       if (controller.signal.aborted) {
         await this.afterStop(entry, controller.signal.reason as StopReason, log);
       } else {
+        // Streamed output is logged before the final status, so subscribers see it in order.
+        await entry.stream.flush();
         const refs = [];
         for (const a of artifacts) refs.push(await this.transport.putArtifact(task.id, leaseToken, a));
         const final = refs.length ? { ...result, artifacts: refs } : result;
@@ -181,9 +244,11 @@ export class Worker {
       } else {
         const { error, retryable } = describeFailure(err);
         log.warn({ err, code: error.code }, 'engine failed');
+        await entry.stream.flush();
         await this.report(() => this.transport.fail(task.id, leaseToken, error, retryable), log);
       }
     } finally {
+      entry.stream.discard();
       clearTimeout(timeout);
       clearInterval(heartbeat);
     }

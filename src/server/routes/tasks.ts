@@ -10,12 +10,42 @@ import {
   TaskIdParams,
   TaskResponse,
 } from '../../core/schemas.js';
+import { createHash } from 'node:crypto';
+import type { FastifyReply } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type { TaskRecord } from '../../core/task.js';
+import { validateWebhookUrl } from '../../webhooks/url-guard.js';
+import { preferWaitMs } from '../prefer.js';
 import { iso, summaryToJson, taskToJson } from '../serialize.js';
+
+const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,255}$/;
+
+/** Canonical JSON (sorted keys), so the same request in another key order is the same request. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v as object)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+const fingerprint = (body: unknown): string => createHash('sha256').update(canonical(body)).digest('hex');
+
+/** Aborts when the client goes away, so a waiting request stops waiting. */
+function closedSignal(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => controller.abort());
+  return controller.signal;
+}
 
 const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorResponse]));
 
 export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { queue, catalog, inputValidator, config } = app.services;
+  const deliveriesOf = (task: TaskRecord) => (task.webhookUrl ? queue.store.listDeliveries(task.id) : Promise.resolve([]));
 
   app.post(
     '/tasks',
@@ -23,9 +53,14 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['tasks'],
         summary: 'Create task',
-        description: 'Creates a new AI inference task and queues it for execution.',
+        description:
+          'Creates a new AI inference task and queues it for execution. `Idempotency-Key` makes retries safe: the same key with the same body returns the same task (`Idempotent-Replayed: true`), with another body 409 IDEMPOTENCY_KEY_REUSED. `Prefer: wait=N` answers with the whole task once it is final or after N seconds.',
         body: CreateTaskBody,
-        response: { 201: CreateTaskResponse, ...errors(400, 413, 415, 422, 429, 503) },
+        headers: Type.Object({
+          'idempotency-key': Type.Optional(Type.String({ description: 'Makes retries of this request safe (kept 24 h)' })),
+          prefer: Type.Optional(Type.String({ description: 'wait=N: answer when the task is final or after N seconds' })),
+        }),
+        response: { 201: CreateTaskResponse, ...errors(400, 409, 413, 415, 422, 429, 503) },
       },
     },
     async (request, reply) => {
@@ -48,22 +83,50 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         });
       }
       inputValidator.validate(body.task_type, body.input_data, body.parameters);
+      if (body.webhook_url !== undefined) {
+        if (!config.webhookSecret) {
+          throw new AppError('VALIDATION_ERROR', 'Webhooks are not enabled on this server (TASK_MANAGER_WEBHOOK_SECRET is unset)', {
+            details: { field: 'webhook_url', reason: 'Webhooks disabled' },
+          });
+        }
+        validateWebhookUrl(body.webhook_url, { allowPrivate: config.webhookAllowPrivate });
+      } else if (body.webhook_events !== undefined) {
+        throw new AppError('VALIDATION_ERROR', 'webhook_events needs a webhook_url', { details: { field: 'webhook_events', reason: 'Needs webhook_url' } });
+      }
       const model = { taskType: body.task_type, modelName: body.model_name };
       if (config.rejectWithoutWorker && queue.workers.slots(model) === 0) {
         throw new AppError('WORKER_UNAVAILABLE', `No worker serves ${body.model_name} right now`, {
           details: { model_name: body.model_name, task_type: body.task_type },
         });
       }
-      const { task, estimatedCompletion, queuePosition } = await queue.create({
-        taskType: body.task_type,
-        modelName: body.model_name,
-        inputData: body.input_data,
-        parameters: body.parameters ?? {},
-        priority: body.priority,
-        maxAttempts: body.max_attempts,
-        timeoutSeconds: body.timeout_seconds,
-      });
-      reply.code(201).header('location', `/tasks/${task.id}`);
+      const key = request.headers['idempotency-key'];
+      if (key !== undefined && (typeof key !== 'string' || !IDEMPOTENCY_KEY_RE.test(key))) {
+        throw new AppError('VALIDATION_ERROR', 'Idempotency-Key must be 1-255 visible ASCII characters', {
+          details: { field: 'Idempotency-Key', reason: 'Invalid header' },
+        });
+      }
+      const waitMs = preferWaitMs(request, reply, config.maxWaitSeconds);
+      const created = await queue.create(
+        {
+          taskType: body.task_type,
+          modelName: body.model_name,
+          inputData: body.input_data,
+          parameters: body.parameters ?? {},
+          priority: body.priority,
+          maxAttempts: body.max_attempts,
+          timeoutSeconds: body.timeout_seconds,
+          webhookUrl: body.webhook_url,
+          webhookEvents: body.webhook_events,
+        },
+        key === undefined ? undefined : { key, fingerprint: fingerprint(body), ttlMs: config.idempotencyTtlSeconds * 1000 },
+      );
+      reply.code(201).header('location', `/tasks/${created.task.id}`);
+      if (created.replayed) reply.header('idempotent-replayed', 'true');
+      if (waitMs !== null) {
+        const task = await queue.waitUntilFinal(created.task.id, waitMs, closedSignal(reply));
+        return taskToJson(task, await queue.estimate(task), await deliveriesOf(task));
+      }
+      const { task, estimatedCompletion, queuePosition } = created;
       return {
         task_id: task.id,
         status: task.status,
@@ -83,14 +146,17 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['tasks'],
         summary: 'Get task status',
-        description: 'Retrieves the current status and details of a specific task.',
+        description:
+          'Retrieves the current status and details of a specific task. With `Prefer: wait=N` the answer comes when the task is final or after N seconds (capped), whichever is first.',
         params: TaskIdParams,
         response: { 200: TaskResponse, ...errors(404, 429, 503) },
       },
     },
-    async (request) => {
-      const task = await queue.get(request.params.task_id);
-      return taskToJson(task, await queue.estimate(task));
+    async (request, reply) => {
+      const waitMs = preferWaitMs(request, reply, config.maxWaitSeconds);
+      const task =
+        waitMs === null ? await queue.get(request.params.task_id) : await queue.waitUntilFinal(request.params.task_id, waitMs, closedSignal(reply));
+      return taskToJson(task, await queue.estimate(task), await deliveriesOf(task));
     },
   );
 

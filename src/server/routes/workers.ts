@@ -9,6 +9,7 @@ import {
   ArtifactUploadParams,
   ArtifactUploadQuery,
   CompleteBody,
+  EventsBody,
   FailBody,
   HeartbeatBody,
   HeartbeatResponse,
@@ -266,6 +267,29 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const { task_id: id } = request.params;
         const b = request.body;
         return leaseResult(await queue.fail(id, b.lease_token, b.error, b.retryable ?? false), id);
+      },
+    );
+
+    protocol.post(
+      '/workers/:worker_id/tasks/:task_id/events',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Stream output and progress',
+          description: 'Appends generated text and progress of a running task to its event log; subscribers (WebSocket, SSE) receive them in order.',
+          params: WorkerTaskParams,
+          body: EventsBody,
+          response: { 200: LeaseWriteResponse, ...errors(401, 404, 409, 422, 503) },
+        },
+      },
+      async (request) => {
+        await known(request.params.worker_id);
+        const { task_id: id } = request.params;
+        const kind = await queue.appendEvents(id, request.body.lease_token, request.body.events);
+        if (kind === 'ok') return { task_id: id, status: 'running' };
+        throw new AppError('LEASE_CONFLICT', kind === 'cancelled' ? `Task ${id} was cancelled` : `Lease on task ${id} is no longer held`, {
+          details: { task_id: id, reason: kind },
+        });
       },
     );
 
