@@ -188,18 +188,23 @@ export class LlamaCppEngine implements Engine {
           }
         },
       };
-      if (p.stop.length > 0) {
-        options.onTextChunk = (chunk: string) => {
-          if (stopAt >= 0) return;
-          const from = Math.max(0, text.length - maxStopLen + 1);
-          text += chunk;
-          for (const s of p.stop) {
-            const i = text.indexOf(s, from);
-            if (i >= 0 && (stopAt < 0 || i < stopAt)) stopAt = i;
-          }
-          if (stopAt >= 0) stopController.abort();
-        };
-      }
+      // Streamed to subscribers as it comes, holding back a possible stop string's prefix.
+      let emitted = 0;
+      options.onTextChunk = (chunk: string) => {
+        if (stopAt >= 0) return;
+        const from = Math.max(0, text.length - maxStopLen + 1);
+        text += chunk;
+        for (const s of p.stop) {
+          const i = text.indexOf(s, from);
+          if (i >= 0 && (stopAt < 0 || i < stopAt)) stopAt = i;
+        }
+        if (stopAt >= 0) stopController.abort();
+        const safeEnd = stopAt >= 0 ? stopAt : text.length - Math.max(0, maxStopLen - 1);
+        if (safeEnd > emitted) {
+          ctx.reportOutput?.(text.slice(emitted, safeEnd));
+          emitted = safeEnd;
+        }
+      };
       if (p.temperature > 0) {
         if (p.topK !== undefined) options.topK = p.topK;
         if (p.topP !== undefined) options.topP = p.topP;
@@ -213,8 +218,10 @@ export class LlamaCppEngine implements Engine {
       const stopReason = res.metadata.stopReason;
       const stopped = stopAt >= 0;
       if (stopReason === 'abort' && !stopped) throw abortError(signal);
+      const generated = stopped ? text.slice(0, stopAt) : res.response;
+      if (generated.length > emitted && generated.startsWith(text.slice(0, emitted))) ctx.reportOutput?.(generated.slice(emitted));
       return {
-        generated_text: stopped ? text.slice(0, stopAt) : res.response,
+        generated_text: generated,
         tokens_generated: tokens,
         inference_time: seconds,
         tokens_per_second: seconds > 0 ? tokens / seconds : 0,

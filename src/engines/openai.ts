@@ -142,9 +142,15 @@ export class OpenAiEngine implements Engine {
       await checkStatus(res, what, secrets);
       const type = (res.headers.get('content-type') ?? '').toLowerCase();
       if (!res.body) throw badResponse(what, 'empty body', secrets);
-      const acc = new CompletionAccumulator(api, what, secrets, (tokens) => {
-        ctx.reportProgress(maxTokens ? Math.min(0.99, tokens / maxTokens) : Math.min(0.99, 1 - 256 / (256 + tokens)));
-      });
+      const acc = new CompletionAccumulator(
+        api,
+        what,
+        secrets,
+        (tokens) => {
+          ctx.reportProgress(maxTokens ? Math.min(0.99, tokens / maxTokens) : Math.min(0.99, 1 - 256 / (256 + tokens)));
+        },
+        (text) => ctx.reportOutput?.(text),
+      );
       const reader = res.body.getReader();
       const decoder = new TextDecoder('utf-8');
       let mode: 'sse' | 'json' | undefined = type.includes('text/event-stream') ? 'sse' : type.includes('json') ? 'json' : undefined;
@@ -321,6 +327,7 @@ class CompletionAccumulator {
     private readonly what: string,
     private readonly secrets: string[],
     private readonly onToken: (tokens: number) => void,
+    private readonly onText: (text: string) => void = () => {},
   ) {}
 
   /** Handles one SSE `data` payload. */
@@ -350,7 +357,10 @@ class CompletionAccumulator {
         piece = c.text;
       }
       const hasPiece = typeof piece === 'string' && piece.length > 0;
-      if (hasPiece) this.text += piece as string;
+      if (hasPiece) {
+        this.text += piece as string;
+        this.onText(piece as string);
+      }
       if (hasPiece || (typeof reasoning === 'string' && reasoning.length > 0)) {
         this.chunks++;
         this.onToken(this.chunks);

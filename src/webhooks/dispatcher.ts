@@ -109,7 +109,7 @@ function describeError(err: unknown): string {
   let msg: string;
   switch (e?.code) {
     case PRIVATE_ADDRESS_CODE:
-      msg = 'refused: resolves to a private address';
+      msg = `refused: resolves to a private address (${(e as { address?: string }).address ?? '?'})`;
       break;
     case 'ECONNREFUSED':
       msg = 'connection refused';
@@ -244,14 +244,22 @@ export class WebhookDispatcher {
     if (!task) {
       outcome = { statusCode: null, error: 'task not found' };
     } else {
-      const body = JSON.stringify({
-        id: `whd_${d.id}`,
-        event,
-        created_at: new Date(d.createdAt).toISOString(),
-        attempt,
-        task: await this.opts.serialize(task),
-      });
-      outcome = await this.post(d.url, body, { event, deliveryId: `whd_${d.id}` });
+      let body: string | null = null;
+      try {
+        body = JSON.stringify({
+          id: `whd_${d.id}`,
+          event,
+          created_at: new Date(d.createdAt).toISOString(),
+          attempt,
+          task: await this.opts.serialize(task),
+        });
+      } catch (err) {
+        this.opts.log?.warn({ err, deliveryId: d.id, taskId: d.taskId }, 'webhook delivery: building the payload failed');
+      }
+      outcome =
+        body === null
+          ? { statusCode: null, error: 'payload could not be built' }
+          : await this.post(d.url, body, { event, deliveryId: `whd_${d.id}` });
     }
 
     const now = Date.now();

@@ -98,7 +98,7 @@ function isPrivateV6(ip: bigint): boolean {
   if (inV6(ip, 0x2002n << 112n, 16n)) return isPrivateV4(Number((ip >> 80n) & 0xffffffffn));
   // Only 2000::/3 is global unicast; this also covers ::, ::1, ::a.b.c.d (IPv4-compatible),
   // 64:ff9b:1::/48, 100::/64, fc00::/7, fe80::/10, fec0::/10 and ff00::/8.
-  if (!inV6(ip, 0x2n << 125n, 3n)) return true;
+  if (!inV6(ip, 1n << 125n, 3n)) return true;
   return V6_RANGES.some((r) => inV6(ip, r.base, r.len));
 }
 

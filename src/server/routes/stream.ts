@@ -133,7 +133,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (!subs.length) return wsError(c, 'VALIDATION_ERROR', 'No such subscription', { field: msg.subscription_id ? 'subscription_id' : 'task_id' });
       for (const s of subs) {
         drop(c, s);
-        send(c, JSON.stringify({ type: 'unsubscribed', subscription_id: s.id, ...(s.taskId ? { task_id: s.taskId } : {}) }));
+        send(c, JSON.stringify({ type: 'unsubscribed', subscription_id: s.id }));
       }
       return;
     }
@@ -150,7 +150,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox = async (app) => {
       c.subs.set(id, sub);
       if (!byTask.has(task.id)) byTask.set(task.id, new Set());
       byTask.get(task.id)!.add(c);
-      send(c, JSON.stringify({ type: 'subscribed', subscription_id: id, task_id: task.id }));
+      send(c, JSON.stringify({ type: 'subscribed', subscription_id: id, task_id: task.id, status: task.status }));
       // Read again after subscribing: a change in between arrives as an update, never lost.
       const now = (await queue.store.getTask(task.id)) ?? task;
       send(c, JSON.stringify({ type: 'snapshot', subscription_id: id, task_id: now.id, status: now.status, task: await estimateOf(now) }));
