@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import dns from 'node:dns';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { hostname } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AppError } from '../src/core/errors.js';
@@ -16,7 +16,6 @@ import type { TaskRecord, TaskStatus } from '../src/core/task.js';
 import { SqliteTaskStore } from '../src/store/sqlite/sqlite-store.js';
 import { signPayload, verifySignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../src/webhooks/dispatcher.js';
 import { guardedLookup, isPrivateAddress, makeGuardedLookup, validateWebhookUrl } from '../src/webhooks/url-guard.js';
-import { tempDir } from './helpers/server.js';
 
 const SECRET = 'whsec_test_secret';
 const LLM = { taskType: 'text_generation' as const, modelName: 'llm-a' };
@@ -76,6 +75,12 @@ async function startReceiver(answer: (n: number, r: Received) => Answer = () => 
 
 // ---------------------------------------------------------------------------------------
 // Fixtures
+
+/** Like test/helpers/server.ts tempDir, without pulling in the whole server. */
+function tempDir(prefix: string): { path: string; cleanup: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

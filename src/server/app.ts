@@ -20,7 +20,9 @@ import { poolConfig, PostgresTaskStore } from '../store/postgres/postgres-store.
 import { InProcessTransport } from '../worker/in-process-transport.js';
 import { Worker, type ServedModel } from '../worker/worker.js';
 import { closeEngines, createEngines } from '../engines/index.js';
+import { WebhookDispatcher } from '../webhooks/dispatcher.js';
 import { installErrorHandling } from './error-handling.js';
+import { taskToJson } from './serialize.js';
 import { Metrics } from './metrics.js';
 import { installRateLimit, MemoryRateLimitStore, type RateLimitStore } from './rate-limit.js';
 import { systemRoutes } from './routes/system.js';
@@ -221,11 +223,23 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(systemRoutes);
 
   const reaper = new LeaseReaper(queue, { intervalMs: config.reaperIntervalMs, timeoutGraceMs: 5_000 }, app.log);
+  // Every node dispatches webhooks; each delivery is claimed by one node at a time.
+  const webhooks = config.webhookSecret
+    ? new WebhookDispatcher({
+        store,
+        bus,
+        secret: config.webhookSecret,
+        allowPrivate: config.webhookAllowPrivate,
+        serialize: async (t) => taskToJson(t, await queue.estimate(t)),
+        log: app.log,
+      })
+    : null;
 
   app.addHook('onReady', async () => {
     await queue.seedEstimates();
     queue.workers.start();
     reaper.start();
+    webhooks?.start();
     await worker?.start();
   });
   app.addHook('onClose', async () => {
@@ -233,6 +247,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     await worker?.stop(config.shutdownGraceSeconds * 1000);
     if (ownEngines) await closeEngines(ownEngines);
     await reaper.stop();
+    await webhooks?.stop();
     queue.close();
     await rateLimitStore?.close();
     await bus.close();
