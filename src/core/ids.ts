@@ -3,6 +3,20 @@ import { randomBytes, randomUUID } from 'node:crypto';
 let lastMs = 0;
 let seq = 0;
 
+// One syscall fills many ids' worth of randomness.
+const POOL_SIZE = 16 * 512;
+let pool = randomBytes(POOL_SIZE);
+let poolOffset = 0;
+function random(n: number): Buffer {
+  if (poolOffset + n > POOL_SIZE) {
+    pool = randomBytes(POOL_SIZE);
+    poolOffset = 0;
+  }
+  const out = Buffer.from(pool.subarray(poolOffset, poolOffset + n));
+  poolOffset += n;
+  return out;
+}
+
 /**
  * RFC 9562 UUIDv7: 48-bit millisecond timestamp, then a 12-bit counter so ids made in
  * the same millisecond still sort in creation order (keeps inserts index-local).
@@ -17,9 +31,9 @@ export function uuidv7(now = Date.now()): string {
     now = lastMs;
   } else {
     lastMs = now;
-    seq = randomBytes(2).readUInt16BE(0) & 0x3ff;
+    seq = random(2).readUInt16BE(0) & 0x3ff;
   }
-  const b = randomBytes(16);
+  const b = random(16);
   b.writeUIntBE(now, 0, 6);
   b[6] = 0x70 | ((seq >> 8) & 0x0f);
   b[7] = seq & 0xff;
@@ -30,7 +44,7 @@ export function uuidv7(now = Date.now()): string {
 
 export const newTaskId = (now?: number): string => `task_${uuidv7(now)}`;
 export const newRequestId = (): string => `req_${randomUUID()}`;
-export const newLeaseToken = (): string => randomBytes(16).toString('hex');
+export const newLeaseToken = (): string => random(16).toString('hex');
 
 const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 export const TASK_ID_PATTERN = `^task_${UUID}$`;

@@ -144,6 +144,9 @@ export class Worker {
       const free = this.opts.concurrency - this.running.size;
       if (free <= 0 && !this.transport.pollsForCancels) {
         await new Promise<void>((resolve) => (this.slotFreed = resolve));
+        // Let the other tasks that finished in the same commit free their slots too, so one
+        // lease call fills them all.
+        await new Promise((r) => setImmediate(r));
         continue;
       }
       // When full, the poll only listens for cancels; a freed slot ends it so we ask for work again.
