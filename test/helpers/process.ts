@@ -22,7 +22,15 @@ export interface ServerProcess {
 
 /** Runs `task-manager serve` as a separate process and waits until it answers. */
 export async function spawnServer(env: Record<string, string>, timeoutMs = 20_000, script: string[] = ['dist/cli/main.js', 'serve']): Promise<ServerProcess> {
-  const port = await freePort();
+  return spawnServerOnPort(await freePort(), env, timeoutMs, script);
+}
+
+export async function spawnServerOnPort(
+  port: number,
+  env: Record<string, string>,
+  timeoutMs = 20_000,
+  script: string[] = ['dist/cli/main.js', 'serve'],
+): Promise<ServerProcess> {
   const child = spawn(process.execPath, script, {
     env: { ...process.env, TASK_MANAGER_LOG_LEVEL: 'warn', ...env, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'pipe', 'pipe'],
