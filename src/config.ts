@@ -11,6 +11,8 @@ export interface Config {
   /** Largest request body accepted, in bytes. */
   bodyLimitBytes: number;
   sqliteSynchronous: 'FULL' | 'NORMAL';
+  /** Cap on the SQLite file size in bytes (0: none). */
+  sqliteMaxBytes: number;
   /** PostgreSQL connections per node. */
   pgPoolSize: number;
   /** PostgreSQL schema holding this deployment's tables. */
@@ -67,6 +69,7 @@ export function defaultConfig(): Config {
     logLevel: 'info',
     bodyLimitBytes: 16 * 1024 * 1024,
     sqliteSynchronous: 'FULL',
+    sqliteMaxBytes: 0,
     pgPoolSize: 10,
     pgSchema: 'task_manager',
     catalogPath: new URL('../config/models.json', import.meta.url).pathname,
@@ -130,6 +133,10 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
   TASK_MANAGER_SQLITE_SYNCHRONOUS: {
     set: oneOf(['FULL', 'NORMAL'] as const, (c, v) => (c.sqliteSynchronous = v)),
     help: 'FULL: acknowledged tasks survive power loss; NORMAL: only a process crash (default FULL)',
+  },
+  TASK_MANAGER_SQLITE_MAX_BYTES: {
+    set: int(0, Number.MAX_SAFE_INTEGER, (c, v) => (c.sqliteMaxBytes = v)),
+    help: 'Cap on the SQLite file size; past it creates get 503 as on a full disk (default 0: none)',
   },
   TASK_MANAGER_PG_POOL_SIZE: { set: int(1, 1000, (c, v) => (c.pgPoolSize = v)), help: 'PostgreSQL connections per node (default 10)' },
   TASK_MANAGER_PG_SCHEMA: {

@@ -8,6 +8,7 @@ import {
   IdempotencyKeyReusedError,
   ModelNotFoundError,
   NetworkError,
+  parseSse,
   RateLimitedError,
   TaskManagerClient,
   TaskManagerError,
@@ -79,7 +80,28 @@ describe('TaskManagerClient', () => {
     }
   });
 
+  it('parseSse: any line ending, split anywhere, comments, multi-line data, retry', async () => {
+    const text = ': hello\r\nretry: 2000\r\n\r\nid: 1\nevent: output\ndata: {"a":\ndata: 1}\n\nid: 2\revent: end\rdata: {}\r\r: keep-alive\n\ndata: unterminated';
+    const bytes = new TextEncoder().encode(text);
+    for (const size of [1, 2, 3, 7, bytes.length]) {
+      const body = new ReadableStream<Uint8Array>({
+        start(c) {
+          for (let i = 0; i < bytes.length; i += size) c.enqueue(bytes.slice(i, i + size));
+          c.close();
+        },
+      });
+      const got = [];
+      for await (const m of parseSse(body)) got.push(m);
+      expect(got, `chunks of ${size}`).toEqual([
+        { event: 'message', data: '', retry: 2000 },
+        { id: '1', event: 'output', data: '{"a":\n1}' },
+        { id: '2', event: 'end', data: '{}' },
+      ]);
+    }
+  });
+
   it('creates, gets, lists, iterates every page and cancels', async () => {
+    expect(await client.health()).toMatchObject({ status: 'healthy' });
     const created = await client.createTask({ ...parked('page me 0'), priority: 5, parameters: { max_tokens: 8 } });
     expect(created).toMatchObject({ status: 'pending', task_type: 'text_generation', model_name: 'unserved-llm', priority: 5 });
     expect(created.task_id).toMatch(/^task_/);

@@ -21,6 +21,7 @@ describe('rate limiting over HTTP', () => {
       expect(reset).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000) + 10);
     }
     expect(remaining).toEqual(Array.from({ length: 20 }, (_, i) => 19 - i));
+    // Limit, Remaining and Reset describe the same (binding) window.
     const limited = await fetch(`${srv.url}/tasks`);
     expect(limited.status).toBe(429);
     expect(limited.headers.get('x-ratelimit-remaining')).toBe('0');
@@ -67,7 +68,7 @@ describe('MemoryRateLimitStore', () => {
     const t0 = 1_000_000;
     for (let i = 0; i < 20; i++) expect((await s.hit('ip', windows, t0)).allowed).toBe(true);
     const blocked = await s.hit('ip', windows, t0 + 5_000);
-    expect(blocked).toEqual({ allowed: false, remaining: 0, resetAt: t0 + 10_000 });
+    expect(blocked).toEqual({ allowed: false, limit: 20, remaining: 0, resetAt: t0 + 10_000 });
     const after = await s.hit('ip', windows, t0 + 10_001);
     expect(after.allowed).toBe(true);
     expect(after.remaining).toBe(19);

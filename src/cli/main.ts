@@ -96,12 +96,16 @@ function clientCommand(name: string, description: string): Command {
     .option('--json', 'Machine-readable output');
 }
 
+/** Set once a client command has parsed its options: errors are then also printed as JSON. */
+let jsonMode = false;
+
 function context(cmd: Command): ClientContext {
   const local = cmd.opts();
   const global = program.opts();
+  jsonMode = Boolean(local.json ?? global.json);
   const server = String(local.server ?? global.server ?? process.env.TASK_MANAGER_URL ?? 'http://127.0.0.1:8002');
   if (!/^https?:\/\//i.test(server)) throw new UsageError(`--server must be an http(s) URL, got "${server}"`);
-  return { client: new TaskManagerClient({ baseUrl: server }), json: Boolean(local.json ?? global.json), server: server.replace(/\/+$/, '') };
+  return { client: new TaskManagerClient({ baseUrl: server }), json: jsonMode, server: server.replace(/\/+$/, '') };
 }
 
 const out = (s: string): void => {
@@ -180,15 +184,22 @@ const seconds = (from: string | null | undefined, to: string | null | undefined)
   from && to ? `${((Date.parse(to) - Date.parse(from)) / 1000).toFixed(1)} s` : null;
 const percent = (p: number | null | undefined) => (p === null || p === undefined ? '-' : `${Math.round(p * 100)}%`);
 
-/** The result, readably: generated text as text, artifacts as absolute URLs, anything else as JSON. */
-function formatResult(result: unknown, server: string): string[] {
+const isScalar = (v: unknown) => v === null || ['string', 'number', 'boolean'].includes(typeof v);
+const scalar = (v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? String(Number(v.toFixed(3))) : typeof v === 'string' ? v : JSON.stringify(v));
+
+/**
+ * The result, readably: generated text as text (unless `textShown`: it was streamed already),
+ * artifacts as absolute URLs, scalar fields on one line, anything else as JSON.
+ */
+function formatResult(result: unknown, server: string, textShown = false): string[] {
   if (result === null || result === undefined) return [];
+  if (typeof result !== 'object' || Array.isArray(result)) return [JSON.stringify(result, null, 2)];
   const lines: string[] = [];
   const r = result as Record<string, unknown>;
   const rest: Record<string, unknown> = { ...r };
   for (const key of ['generated_text', 'text', 'caption']) {
     if (typeof r[key] === 'string') {
-      lines.push(String(r[key]));
+      if (!textShown) lines.push(String(r[key]));
       delete rest[key];
       break;
     }
@@ -200,7 +211,10 @@ function formatResult(result: unknown, server: string): string[] {
     }
     delete rest.artifacts;
   }
-  if (Object.keys(rest).length) lines.push(JSON.stringify(rest, null, 2));
+  const scalars = Object.entries(rest).filter(([, v]) => isScalar(v));
+  if (scalars.length) lines.push(scalars.map(([k, v]) => `${k}=${scalar(v)}`).join('  '));
+  const nested = Object.fromEntries(Object.entries(rest).filter(([, v]) => !isScalar(v)));
+  if (Object.keys(nested).length) lines.push(JSON.stringify(nested, null, 2));
   return lines;
 }
 
@@ -378,17 +392,23 @@ class WatchView {
     this.drawBar();
   }
 
+  /** Whether any streamed text was shown. */
+  textShown = false;
+
   text(s: string) {
+    if (!s) return;
     this.clearBar();
     this.write(s);
-    if (s) this.midLine = !s.endsWith('\n');
+    this.textShown = true;
+    this.midLine = !s.endsWith('\n');
   }
 
   setProgress(p: number | null) {
     if (p === null || p === undefined) return;
     this.progress = p;
     if (this.tty) return this.drawBar();
-    // Not a terminal: a line per 10%.
+    // Not a terminal: a line per 10%, unless streamed text already shows the progress.
+    if (this.textShown) return;
     const step = Math.floor(p * 10);
     if (step > this.lastProgressLine) {
       this.lastProgressLine = step;
@@ -437,8 +457,8 @@ clientCommand('watch', 'Follow a task live: status changes, progress and streame
           if (e.status !== lastStatus) view!.line(`${time(e.at)}  ${e.status}`);
           lastStatus = e.status;
         } else if (e.type === 'output') {
-          if (e.progress !== null) view!.setProgress(e.progress);
           view!.text(e.text ?? '');
+          if (e.progress !== null) view!.setProgress(e.progress);
         } else view!.setProgress(e.progress);
         if (e.type === 'status' && isFinalStatus(e.status)) final = e;
       }
@@ -457,7 +477,7 @@ clientCommand('watch', 'Follow a task live: status changes, progress and streame
       const took = seconds(task.started_at ?? task.created_at, task.completed_at ?? task.cancelled_at);
       out(`${task.status}${took ? ` in ${took}` : ''}`);
       if (task.error) out(`error ${task.error.code}: ${task.error.message}`);
-      for (const line of formatResult(task.result, ctx.server)) out(line);
+      for (const line of formatResult(task.result, ctx.server, view.textShown)) out(line);
     }
     process.exitCode = exitFor(task);
   });
@@ -476,7 +496,7 @@ function fail(code: string, message: string, exitCode: number, details?: Record<
   process.exit(exitCode);
 }
 
-const wantsJson = () => Boolean(program.opts().json) || process.argv.includes('--json');
+const wantsJson = () => jsonMode;
 
 program.parseAsync().catch((err) => {
   if (err instanceof CommanderError) {

@@ -258,6 +258,10 @@ export class TaskManagerClient {
       try {
         const viaWs = await this.waitViaWebSocket(taskId, signal, state);
         if (viaWs) return viaWs;
+        // The socket saw the final update, which carries a summary: fetch the whole task.
+        const task = await this.getTask(taskId, { signal });
+        state.last = task;
+        if (isFinalStatus(task.status)) return task;
       } catch (err) {
         // The socket's own troubles mean "poll instead"; the API's answers (unknown task) do not.
         if (!(err instanceof WebSocketUnavailable) && !(err instanceof NetworkError)) throw err;
@@ -578,7 +582,7 @@ const backoff = (attempt: number) => Math.min(5000, 200 * 2 ** attempt) * (0.75 
 
 function describe(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
-  const cause = (err as { cause?: unknown }).cause;
-  const code = cause && typeof cause === 'object' && 'code' in cause ? ` (${String((cause as { code: unknown }).code)})` : '';
-  return `${err.message}${code}`;
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+  const why = cause && typeof cause === 'object' ? (cause.code ?? cause.message) : undefined;
+  return why ? `${err.message} (${String(why)})` : err.message;
 }

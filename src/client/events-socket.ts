@@ -64,8 +64,11 @@ export class TaskEventsSocket {
   /** Resolves once the connection is open; rejects when it cannot be opened. */
   readonly ready: Promise<void>;
 
+  private rejectReady: (err: unknown) => void = () => {};
+
   constructor(private readonly ws: WebSocketLike) {
     this.ready = new Promise<void>((resolve, reject) => {
+      this.rejectReady = reject;
       ws.addEventListener('open', () => resolve());
       ws.addEventListener('error', (ev: { message?: string; error?: unknown }) => {
         const err = new NetworkError({
@@ -248,6 +251,8 @@ export class TaskEventsSocket {
   private shutdown(err: TaskManagerError | null): void {
     if (this.closedWith !== undefined) return;
     this.closedWith = err;
+    // Closed before it opened: whoever awaits `ready` learns now (a no-op once open).
+    this.rejectReady(err ?? new NetworkError({ code: 'NETWORK_ERROR', message: 'WebSocket closed before it opened', status: 0 }));
     const pending = this.pending;
     this.pending = null;
     pending?.reject(err ?? new NetworkError({ code: 'NETWORK_ERROR', message: 'WebSocket closed', status: 0 }));

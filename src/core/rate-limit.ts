@@ -5,6 +5,8 @@ export interface RateWindow {
 
 export interface RateDecision {
   allowed: boolean;
+  /** The limit of the window that binds (the one `remaining` and `resetAt` describe). */
+  limit: number;
   /** Requests left in the tightest window. */
   remaining: number;
   /** Epoch ms when the binding window resets. */

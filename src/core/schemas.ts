@@ -175,7 +175,7 @@ export const ErrorResponse = Type.Object(
     error: Type.Object({
       code: StringEnum(Object.keys(ERROR_CODES)),
       message: Type.String(),
-      details: Type.Optional(Type.Record(Type.String(), Type.Any())),
+      details: Type.Record(Type.String(), Type.Any()),
     }),
     timestamp: Timestamp,
     request_id: Type.String(),

@@ -74,7 +74,10 @@ export interface Backend {
 export async function openBackend(config: Config): Promise<Backend> {
   const target = parseDatabaseUrl(config.databaseUrl);
   if (target.kind === 'sqlite') {
-    return { store: SqliteTaskStore.open({ path: target.path, synchronous: config.sqliteSynchronous }), bus: new LocalEventBus() };
+    return {
+      store: SqliteTaskStore.open({ path: target.path, synchronous: config.sqliteSynchronous, maxBytes: config.sqliteMaxBytes }),
+      bus: new LocalEventBus(),
+    };
   }
   const opts = { url: target.url, schema: config.pgSchema, poolSize: config.pgPoolSize };
   const store = await PostgresTaskStore.open(opts);

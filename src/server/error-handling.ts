@@ -2,14 +2,14 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { AppError, ERROR_CODES, isAppError, type ErrorCode, type ErrorDetails } from '../core/errors.js';
 
 export interface ErrorBody {
-  error: { code: ErrorCode; message: string; details?: ErrorDetails };
+  error: { code: ErrorCode; message: string; details: ErrorDetails };
   timestamp: string;
   request_id: string;
 }
 
 export function errorBody(requestId: string, code: ErrorCode, message?: string, details?: ErrorDetails): ErrorBody {
-  const error: ErrorBody['error'] = { code, message: message ?? ERROR_CODES[code].message };
-  if (details && Object.keys(details).length) error.details = details;
+  // `details` is always there, as in the reference's error format, even when empty.
+  const error: ErrorBody['error'] = { code, message: message ?? ERROR_CODES[code].message, details: details ?? {} };
   return { error, timestamp: new Date().toISOString(), request_id: requestId };
 }
 

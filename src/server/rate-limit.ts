@@ -38,14 +38,15 @@ export class MemoryRateLimitStore implements RateLimitStore {
     const blocked = counters.map((c, i) => c.count >= windows[i].limit);
     if (blocked.some(Boolean)) {
       const resetAt = Math.max(...counters.filter((_, i) => blocked[i]).map((c) => c.resetAt));
-      return { allowed: false, remaining: 0, resetAt };
+      const i = counters.findIndex((c, j) => blocked[j] && c.resetAt === resetAt);
+      return { allowed: false, limit: windows[i].limit, remaining: 0, resetAt };
     }
     for (const c of counters) c.count++;
     let best = 0;
     counters.forEach((c, i) => {
       if (windows[i].limit - c.count < windows[best].limit - counters![best].count) best = i;
     });
-    return { allowed: true, remaining: windows[best].limit - counters[best].count, resetAt: counters[best].resetAt };
+    return { allowed: true, limit: windows[best].limit, remaining: windows[best].limit - counters[best].count, resetAt: counters[best].resetAt };
   }
 
   async close(): Promise<void> {
@@ -79,7 +80,8 @@ export function installRateLimit(app: FastifyInstance, opts: RateLimitOptions): 
       return;
     }
     const reset = Math.ceil(d.resetAt / 1000);
-    reply.header('X-RateLimit-Limit', opts.perMinute);
+    // Limit, Remaining and Reset all describe the window that binds now.
+    reply.header('X-RateLimit-Limit', d.limit);
     reply.header('X-RateLimit-Remaining', d.remaining);
     reply.header('X-RateLimit-Reset', reset);
     if (!d.allowed) {

@@ -69,7 +69,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox = async (app) => {
       c,
       JSON.stringify({
         type: 'error',
-        error: { code, message, ...(details ? { details } : {}) },
+        error: { code, message, details: details ?? {} },
         timestamp: new Date().toISOString(),
         request_id: newRequestId(),
       }),

@@ -16,10 +16,11 @@ export class PgRateLimitStore implements RateLimitStore {
     });
     const allowed = rows[0]?.o_allowed ?? true;
     if (!allowed) {
-      return { allowed, remaining: 0, resetAt: Math.max(...state.filter((s) => s.count >= s.limit).map((s) => s.resetAt)) };
+      const binding = state.filter((s) => s.count >= s.limit).reduce((a, b) => (b.resetAt > a.resetAt ? b : a));
+      return { allowed, limit: binding.limit, remaining: 0, resetAt: binding.resetAt };
     }
     const tightest = state.reduce((a, b) => (b.limit - b.count < a.limit - a.count ? b : a));
-    return { allowed, remaining: tightest.limit - tightest.count, resetAt: tightest.resetAt };
+    return { allowed, limit: tightest.limit, remaining: tightest.limit - tightest.count, resetAt: tightest.resetAt };
   }
 
   async close(): Promise<void> {}

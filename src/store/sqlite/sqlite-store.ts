@@ -68,6 +68,8 @@ export interface SqliteStoreOptions {
   path: string;
   /** FULL makes every acknowledged write survive power loss; NORMAL only a process crash. */
   synchronous?: 'FULL' | 'NORMAL';
+  /** Caps the database file; a write past it fails like a full disk (503) until the cap is raised. */
+  maxBytes?: number;
 }
 
 interface QueuedWrite {
@@ -137,6 +139,7 @@ export class SqliteTaskStore implements TaskStore {
     db.pragma('busy_timeout = 5000');
     db.pragma('foreign_keys = ON');
     this.migrate();
+    if (opts.maxBytes) this.setMaxBytes(opts.maxBytes);
     const sql = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
     this.stmt = {} as Record<Command, Database.Statement>;
     for (const name of COMMANDS) this.stmt[name] = db.prepare(sql[name]);
@@ -597,12 +600,24 @@ export class SqliteTaskStore implements TaskStore {
     );
   }
 
+  /** Sets the size cap (bytes; 0 removes it). Never below what the file already holds. */
+  setMaxBytes(bytes: number): void {
+    const pageSize = this.db.pragma('page_size', { simple: true }) as number;
+    const used = this.db.pragma('page_count', { simple: true }) as number;
+    this.db.pragma(`max_page_count = ${bytes > 0 ? Math.max(used, Math.floor(bytes / pageSize)) : 4294967294}`);
+  }
+
   /** Reads the counters; after a failed commit also proves that a write commits again. */
   ping(): Promise<void> {
     return this.read('ping', () => {
       this.stmt.counts.all();
       if (this.writeFailure !== null) {
-        this.db.prepare('INSERT OR REPLACE INTO store_probe (id, at) VALUES (1, ?)').run(Date.now());
+        // A probe that needs fresh pages, as a task would: rewriting a row in place can
+        // succeed on a full disk.
+        this.db.transaction(() => {
+          this.db.prepare('INSERT OR REPLACE INTO store_probe (id, at) VALUES (2, zeroblob(16384))').run();
+          this.db.prepare('DELETE FROM store_probe WHERE id = 2').run();
+        })();
         this.writeFailure = null;
       }
     });

@@ -1,0 +1,133 @@
+// End-to-end no-op throughput, side by side in one run: create → lease → complete for N
+// tasks (default 20,000) through
+//   1. our server with its in-process worker (SQLite, synchronous=FULL: every 201 is fsynced),
+//   2. our server with a remote worker over HTTP,
+//   3. BullMQ on the local Redis, one Worker at concurrency 50.
+// A producer in this process keeps 50 creates in flight (HTTP POST /tasks for us, Queue.add
+// for BullMQ) while the workers drain the queue; the clock stops when the last task is done.
+// Ends with: tasks_per_s=N http_worker_per_s=N bullmq_per_s=N ratio=R durable=yes|no
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import readline from 'node:readline';
+import Database from 'better-sqlite3';
+import { Queue } from 'bullmq';
+import { ROOT, envNumber, freePort, startNode, stopChild, waitForHttp, waitForQuiet } from './lib.mjs';
+
+const N = envNumber('BENCH_TASKS', 20_000);
+const INFLIGHT = envNumber('BENCH_INFLIGHT', 50);
+const CONCURRENCY = envNumber('BENCH_CONCURRENCY', 50);
+const TOKEN = 'bench-worker-token-0123456789';
+const body = JSON.stringify({ task_type: 'text_generation', model_name: 'noop', input_data: { prompt: 'x' } });
+
+async function produce(create) {
+  let next = 0;
+  let failed = 0;
+  await Promise.all(
+    Array.from({ length: INFLIGHT }, async () => {
+      while (next < N) {
+        next++;
+        if (!(await create())) failed++;
+      }
+    }),
+  );
+  return failed;
+}
+
+async function ours(dir, mode) {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const db = join(dir, `${mode}.db`);
+  const server = startNode(`server-${mode}`, ['bench/fixtures/noop-node.mjs'], {
+    PORT: String(port),
+    DATABASE_URL: `sqlite:${db}`,
+    TASK_MANAGER_RATE_LIMIT: 'false',
+    TASK_MANAGER_LOG_LEVEL: 'warn',
+    TASK_MANAGER_EMBEDDED_WORKER: mode === 'inproc' ? 'true' : 'false',
+    TASK_MANAGER_WORKER_CONCURRENCY: String(CONCURRENCY),
+    TASK_MANAGER_WORKER_TOKEN: TOKEN,
+  });
+  await waitForHttp(`${url}/health`, server);
+  let worker = null;
+  if (mode === 'http') {
+    worker = startNode('worker', ['bench/fixtures/noop-worker.mjs'], { SERVER_URL: url, TASK_MANAGER_WORKER_TOKEN: TOKEN, CONCURRENCY: String(CONCURRENCY), WORKER_ID: 'bench-remote' });
+  }
+  const acked = [];
+  const t0 = performance.now();
+  const failed = await produce(async () => {
+    const res = await fetch(`${url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const j = await res.json();
+    if (res.status !== 201) return false;
+    acked.push(j.task_id);
+    return true;
+  });
+  let completed = 0;
+  for (;;) {
+    completed = (await (await fetch(`${url}/health`)).json()).completed_tasks;
+    if (completed >= N - failed) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  if (worker) await stopChild(worker);
+  // Durability: kill -9 the server, then every acknowledged task must be on disk, completed.
+  await stopChild(server, 'SIGKILL');
+  const check = new Database(db, { readonly: true });
+  const rows = check.prepare("SELECT count(*) AS n FROM tasks WHERE status = 'completed'").get().n;
+  check.close();
+  return { rate: (N - failed) / seconds, seconds, failed, durable: rows === acked.length && failed === 0 };
+}
+
+async function bullmq() {
+  const name = `bench-${Date.now()}`;
+  const worker = spawn(process.execPath, ['bench/fixtures/bullmq-worker.mjs'], {
+    cwd: ROOT,
+    env: { ...process.env, QUEUE: name, N: String(N), CONCURRENCY: String(CONCURRENCY) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = readline.createInterface({ input: worker.stdout });
+  let doneAt = null;
+  let resolveDone;
+  const finished = new Promise((r) => (resolveDone = r));
+  const ready = new Promise((r) =>
+    lines.on('line', (l) => {
+      if (l === 'ready') r();
+      const m = /^done (\d+)$/.exec(l);
+      if (m) {
+        doneAt = Number(m[1]);
+        resolveDone();
+      }
+    }),
+  );
+  await ready;
+  const queue = new Queue(name, { connection: { host: '127.0.0.1', port: 6379 } });
+  const t0wall = Date.now();
+  const failed = await produce(async () => {
+    await queue.add('noop', { prompt: 'x' });
+    return true;
+  });
+  await finished;
+  const seconds = (doneAt - t0wall) / 1000;
+  worker.kill('SIGTERM');
+  await queue.obliterate({ force: true });
+  await queue.close();
+  return { rate: N / seconds, seconds, failed };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'tm-bench-e2e-'));
+try {
+  const quiet = await waitForQuiet();
+  console.log(`machine quiet before run: ${quiet.quiet} (${quiet.busyPct.toFixed(0)}% busy); N=${N}, ${INFLIGHT} creates in flight, worker concurrency ${CONCURRENCY}`);
+  const inproc = await ours(dir, 'inproc');
+  console.log(`task-manager, in-process worker: ${inproc.rate.toFixed(0)} tasks/s (${inproc.seconds.toFixed(2)} s, ${inproc.failed} refused, durable after kill -9: ${inproc.durable})`);
+  const http = await ours(dir, 'http');
+  console.log(`task-manager, remote HTTP worker: ${http.rate.toFixed(0)} tasks/s (${http.seconds.toFixed(2)} s, ${http.failed} refused, durable after kill -9: ${http.durable})`);
+  const bull = await bullmq();
+  console.log(`BullMQ (Redis, concurrency ${CONCURRENCY}): ${bull.rate.toFixed(0)} jobs/s (${bull.seconds.toFixed(2)} s)`);
+  writeFileSync(join(dir, 'done'), '');
+  console.log(
+    `tasks_per_s=${inproc.rate.toFixed(0)} http_worker_per_s=${http.rate.toFixed(0)} bullmq_per_s=${bull.rate.toFixed(0)} ratio=${(inproc.rate / bull.rate).toFixed(2)} durable=${inproc.durable && http.durable ? 'yes' : 'no'}`,
+  );
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
