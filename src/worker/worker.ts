@@ -192,7 +192,14 @@ export class Worker {
   private async execute(entry: Running): Promise<void> {
     const { task, leaseToken } = entry.leased;
     const { controller } = entry;
-    const log = this.log.child?.({ task_id: task.id, worker_id: this.id }) ?? this.log;
+    // A scoped logger only when something is logged: the happy path stays allocation-light.
+    let scoped: WorkerLogger | null = null;
+    const scope = () => (scoped ??= this.log.child?.({ task_id: task.id, worker_id: this.id }) ?? this.log);
+    const log: WorkerLogger = {
+      info: (o, m) => scope().info(o, m),
+      warn: (o, m) => scope().warn(o, m),
+      error: (o, m) => scope().error(o, m),
+    };
     const served = this.served.get(modelKey(task));
     if (!served) {
       await this.report(() =>

@@ -76,7 +76,9 @@ export const streamRoutes: FastifyPluginAsyncTypebox = async (app) => {
     );
 
   const offBus = queue.bus.subscribe((e: TaskEvent) => {
-    const targets = new Set<Connection>(byTask.get(e.task.id));
+    const direct = byTask.get(e.task.id);
+    if (!direct && watchers.size === 0) return; // the common case: nobody listens
+    const targets = new Set<Connection>(direct);
     for (const c of watchers) for (const s of c.subs.values()) if (s.filter && matches(s.filter, e.task)) targets.add(c);
     if (!targets.size) return;
     let msg: object;

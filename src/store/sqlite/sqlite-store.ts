@@ -96,6 +96,35 @@ function isUnavailable(err: unknown): boolean {
   return [...UNAVAILABLE_CODES].some((c) => code === c || code.startsWith(`${c}_`)) || /database connection is not open/.test(String(err));
 }
 
+/** The record of a task just inserted: known from its input, so nothing is read back. */
+function newRecord(t: NewTask): TaskRecord {
+  return {
+    id: t.id,
+    status: 'pending',
+    taskType: t.taskType,
+    modelName: t.modelName,
+    inputData: t.inputData,
+    parameters: t.parameters,
+    priority: t.priority,
+    attempts: 0,
+    maxAttempts: t.maxAttempts,
+    timeoutMs: t.timeoutMs,
+    createdAt: t.createdAt,
+    startedAt: null,
+    completedAt: null,
+    cancelledAt: null,
+    updatedAt: t.createdAt,
+    workerId: null,
+    leaseToken: null,
+    leaseExpiresAt: null,
+    progress: null,
+    result: null,
+    error: null,
+    webhookUrl: t.webhookUrl ?? null,
+    webhookEvents: t.webhookEvents ?? null,
+  };
+}
+
 function wrap(err: unknown, what: string): unknown {
   if (err instanceof StoreUnavailableError) return err;
   return isUnavailable(err) ? new StoreUnavailableError(`Task store unavailable: ${what}`, err) : err;
@@ -275,9 +304,9 @@ export class SqliteTaskStore implements TaskStore {
   createTask(t: NewTask): Promise<TaskRecord> {
     const params = this.insertParams(t);
     return this.write(() => {
-      const row = this.stmt.insert_task.get(params) as TaskRow;
-      this.countMove(row, null, 'pending');
-      return rowToTask(row);
+      this.stmt.insert_task.run(params);
+      this.countMove(params, null, 'pending');
+      return newRecord(t);
     });
   }
 
