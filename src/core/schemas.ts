@@ -57,7 +57,7 @@ export type CreateTaskBody = Static<typeof CreateTaskBody>;
 export const TaskErrorSchema = Type.Object({ code: Type.String(), message: Type.String() });
 
 
-export const TaskResponse = Type.Object({
+export const TaskSummaryResponse = Type.Object({
   task_id: Type.String(),
   status: TaskStatusSchema,
   task_type: TaskTypeSchema,
@@ -68,6 +68,10 @@ export const TaskResponse = Type.Object({
   completed_at: Nullable(Timestamp),
   cancelled_at: Nullable(Timestamp),
   worker_id: Nullable(Type.String()),
+});
+
+/** A whole task: the summary plus attempts, progress, estimates, inputs, result and webhook. */
+export const TaskResponse = Type.Composite([TaskSummaryResponse, Type.Object({
   attempts: Type.Integer(),
   max_attempts: Type.Integer(),
   timeout_seconds: Type.Number(),
@@ -95,7 +99,7 @@ export const TaskResponse = Type.Object({
       ),
     }),
   ),
-});
+})]);
 
 /** The reference's create response; with `Prefer: wait=N` the whole task, as GET returns it. */
 export const CreateTaskResponse = Type.Composite([
@@ -112,18 +116,6 @@ export const CreateTaskResponse = Type.Composite([
   Type.Partial(Type.Omit(TaskResponse, ['task_id', 'status', 'task_type', 'model_name', 'priority', 'created_at', 'estimated_completion', 'queue_position'])),
 ]);
 
-export const TaskSummaryResponse = Type.Object({
-  task_id: Type.String(),
-  status: TaskStatusSchema,
-  task_type: TaskTypeSchema,
-  model_name: Type.String(),
-  priority: Type.Integer(),
-  created_at: Timestamp,
-  started_at: Nullable(Timestamp),
-  completed_at: Nullable(Timestamp),
-  cancelled_at: Nullable(Timestamp),
-  worker_id: Nullable(Type.String()),
-});
 
 export const ListTasksQuery = Type.Object(
   {

@@ -6,16 +6,7 @@ const iso = (ms: number | null): string | null => (ms === null ? null : new Date
 
 export function taskToJson(t: TaskRecord, est: Estimate, deliveries: WebhookDelivery[] = []) {
   return {
-    task_id: t.id,
-    status: t.status,
-    task_type: t.taskType,
-    model_name: t.modelName,
-    priority: t.priority,
-    created_at: iso(t.createdAt)!,
-    started_at: iso(t.startedAt),
-    completed_at: iso(t.completedAt),
-    cancelled_at: iso(t.cancelledAt),
-    worker_id: t.workerId,
+    ...summaryToJson(t),
     attempts: t.attempts,
     max_attempts: t.maxAttempts,
     timeout_seconds: t.timeoutMs / 1000,
