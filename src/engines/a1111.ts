@@ -5,7 +5,8 @@
  */
 import { EngineError, type Engine, type EngineArtifact, type EngineContext, type EngineResult, type EngineTask } from '../core/engine.js';
 import type { TaskType } from '../core/task.js';
-import { badResponse, checkStatus, decodeBase64, parseBaseUrl, readJson, remoteCall, sniffImage } from './openai.js';
+import { sniffWebImage } from './media.js';
+import { badResponse, checkStatus, decodeBase64, parseBaseUrl, readJson, remoteCall } from './openai.js';
 
 export interface A1111EngineOptions {
   fetch?: typeof fetch;
@@ -159,7 +160,7 @@ function parseTxt2Img(doc: Record<string, unknown>, n: number, what: string): { 
   const artifacts = images.map((b64, i) => {
     if (typeof b64 !== 'string') throw badResponse(what, `images[${first + i}] is not a string`, []);
     const data = decodeBase64(b64, what, []);
-    const kind = sniffImage(data);
+    const kind = sniffWebImage(data);
     if (!kind) throw badResponse(what, `images[${first + i}] is not a PNG, JPEG, WebP or GIF image`, []);
     return { name: `image-${i}.${kind.ext}`, contentType: kind.mime, data };
   });

@@ -3,7 +3,7 @@
  * server, LocalAI, …): chat/completions (streamed), images/generations, audio/speech, and
  * vision chat for image_to_text. Uses the global fetch only.
  *
- * Also exports the small HTTP helpers (`remoteCall`, `checkStatus`, `sniffImage`, …) that the
+ * Also exports the small HTTP helpers (`remoteCall`, `checkStatus`, …) that the
  * other remote engines share.
  */
 import {
@@ -15,6 +15,7 @@ import {
   type EngineResult,
   type EngineTask,
 } from '../core/engine.js';
+import { sniffWebImage } from './media.js';
 import { TASK_TYPES, type TaskType } from '../core/task.js';
 
 export interface OpenAiEngineOptions {
@@ -214,7 +215,7 @@ export class OpenAiEngine implements Engine {
         if (typeof entry.b64_json === 'string') bytes = decodeBase64(entry.b64_json, what, secrets);
         else if (typeof entry.url === 'string') bytes = await this.download(entry.url, signal, what, secrets);
         else throw badResponse(what, `data[${i}] has neither b64_json nor url`, secrets);
-        const kind = sniffImage(bytes);
+        const kind = sniffWebImage(bytes);
         if (!kind) throw badResponse(what, `data[${i}] is not a PNG, JPEG, WebP or GIF image`, secrets);
         out.push({ name: `image-${i}.${kind.ext}`, contentType: kind.mime, data: bytes });
         ctx.reportProgress(Math.min(0.99, (i + 1) / data.length));
@@ -663,25 +664,6 @@ function safeUrl(url: string): string {
 
 // ================================================================== bytes
 
-export interface ImageKind {
-  mime: string;
-  ext: string;
-}
-
-/** Recognises PNG, JPEG, GIF and WebP by their magic bytes. */
-export function sniffImage(b: Buffer): ImageKind | undefined {
-  if (b.length >= 8 && b[0] === 0x89 && b.toString('latin1', 1, 4) === 'PNG' && b[4] === 0x0d && b[5] === 0x0a) {
-    return { mime: 'image/png', ext: 'png' };
-  }
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return { mime: 'image/jpeg', ext: 'jpg' };
-  if (b.length >= 6 && (b.toString('latin1', 0, 6) === 'GIF87a' || b.toString('latin1', 0, 6) === 'GIF89a')) {
-    return { mime: 'image/gif', ext: 'gif' };
-  }
-  if (b.length >= 12 && b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP') {
-    return { mime: 'image/webp', ext: 'webp' };
-  }
-  return undefined;
-}
 
 export function isWav(b: Buffer): boolean {
   return b.length >= 12 && b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WAVE';
@@ -698,7 +680,7 @@ export function decodeBase64(text: string, what: string, secrets: string[]): Buf
 function decodeInputImage(image: string): { data: Buffer; mime: string } {
   const m = /^data:image\/[a-zA-Z0-9.+-]+;base64,/.exec(image);
   const data = Buffer.from((m ? image.slice(m[0].length) : image).replace(/\s+/g, ''), 'base64');
-  const kind = sniffImage(data);
+  const kind = sniffWebImage(data);
   if (!kind) throw new EngineError('INVALID_IMAGE', 'input_data.image is not a PNG, JPEG, GIF or WebP image');
   return { data, mime: kind.mime };
 }

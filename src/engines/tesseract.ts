@@ -17,6 +17,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import Tesseract from 'tesseract.js';
 import { EngineError, RetryableEngineError, type Engine, type EngineContext, type EngineResult, type EngineTask } from '../core/engine.js';
+import { sniffImage } from './media.js';
 import type { TaskType } from '../core/task.js';
 
 export interface TesseractEngineOptions {
@@ -383,22 +384,12 @@ export function decodeImage(input: unknown): Buffer {
     throw new EngineError('INVALID_INPUT', 'input_data.image is not valid base64');
   }
   const buf = Buffer.from(b64, 'base64');
-  const format = sniffImage(buf);
+  const format = sniffImage(buf)?.format;
   if (!format) throw new EngineError('INVALID_INPUT', 'input_data.image is not a PNG, JPEG, GIF, BMP, WebP or TIFF image');
   return buf;
 }
 
 /** The image format named by the leading magic bytes, or null. */
-export function sniffImage(b: Buffer): 'png' | 'jpeg' | 'gif' | 'bmp' | 'webp' | 'tiff' | null {
-  const ascii = (start: number, end: number) => b.toString('latin1', start, end);
-  if (b.length >= 8 && b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'png';
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
-  if (b.length >= 6 && (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a')) return 'gif';
-  if (b.length >= 26 && ascii(0, 2) === 'BM') return 'bmp';
-  if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp';
-  if (b.length >= 4 && (ascii(0, 4) === 'II*\0' || ascii(0, 4) === 'MM\0*')) return 'tiff';
-  return null;
-}
 
 function abortError(signal: AbortSignal): Error {
   const reason = signal.reason;

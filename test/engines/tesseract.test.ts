@@ -1,7 +1,8 @@
 /** The tesseract engine with the installed tesseract.js and @tesseract.js-data/eng (no network). */
 import { afterAll, describe, expect, it } from 'vitest';
 import { EngineError, type EngineContext, type EngineTask } from '../../src/core/engine.js';
-import { TesseractEngine, decodeImage, sniffImage } from '../../src/engines/tesseract.js';
+import { sniffImage } from '../../src/engines/media.js';
+import { TesseractEngine, decodeImage } from '../../src/engines/tesseract.js';
 import { renderTextPng } from '../helpers/png-text.js';
 
 const engines: TesseractEngine[] = [];
@@ -46,7 +47,7 @@ async function expectCode(p: Promise<unknown>, code: string): Promise<EngineErro
 
 describe('png-text helper', () => {
   it('writes a PNG', () => {
-    expect(sniffImage(HELLO_PNG)).toBe('png');
+    expect(sniffImage(HELLO_PNG)?.format).toBe('png');
     expect(HELLO_PNG.readUInt32BE(16)).toBeGreaterThan(HELLO_PNG.readUInt32BE(20)); // wider than tall
   });
 });
