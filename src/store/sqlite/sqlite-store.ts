@@ -629,6 +629,19 @@ export class SqliteTaskStore implements TaskStore {
     );
   }
 
+  /**
+   * Rebuilds the current counts from the rows (a full scan): for databases written by other
+   * means, such as a bulk import. All-time totals never drop below the current counts.
+   */
+  recount(): void {
+    this.db.transaction(() => {
+      this.db.exec(`UPDATE task_counts SET current = 0`);
+      this.db.exec(`INSERT INTO task_counts (task_type, model_name, status, current, total)
+        SELECT task_type, model_name, status, count(*), count(*) FROM tasks GROUP BY task_type, model_name, status
+        ON CONFLICT (task_type, model_name, status) DO UPDATE SET current = excluded.current, total = max(total, excluded.current)`);
+    })();
+  }
+
   /** Sets the size cap (bytes; 0 removes it). Never below what the file already holds. */
   setMaxBytes(bytes: number): void {
     const pageSize = this.db.pragma('page_size', { simple: true }) as number;
