@@ -225,6 +225,10 @@ export async function measure({ url, method = 'GET', body, headers, connections,
      * Only meaningful when serverPid is given.
      */
     otherPct: machineBusyPct - (((serverCpuS + benchCpuS) / elapsedS) * 100) / cpus().length,
+    /** otherPct plus CPU the hypervisor gave to other guests: how much the run was disturbed. */
+    get disturbedPct() {
+      return Math.max(0, this.otherPct) + this.stealPct;
+    },
     latency: {
       p50: result.latency.p50,
       p90: result.latency.p90,

@@ -5,9 +5,10 @@
 //   BENCH_TASKS=1000000 BENCH_DURATION=10 BENCH_WARMUP=2 BENCH_CONNECTIONS=10 node bench/read-at-scale.mjs
 //
 // The database is built fast: SqliteTaskStore.open creates the schema (migrations, indexes,
-// triggers), then rows go in with better-sqlite3 directly in large transactions; the triggers
-// on `tasks` keep `task_counts` right. Status mix: 60% completed, 20% pending, 10% failed,
-// 5% cancelled, 5% running, spread over 30 days, four catalog models (all four task types).
+// triggers), then rows go in with better-sqlite3 directly in large transactions (the schema's
+// own triggers on `tasks` fire as usual), and `task_counts` is rebuilt from the rows.
+// Status mix: 60% completed, 20% pending, 10% failed, 5% cancelled, 5% running, spread over
+// 30 days, four catalog models (all four task types).
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -180,11 +181,45 @@ async function buildDatabase() {
     if (process.stdout.isTTY) process.stdout.write(`  inserted ${Math.min(TASKS, from + BATCH)}\r`);
   }
   if (process.stdout.isTTY) process.stdout.write('\n');
+  rebuildCounts(db);
   db.pragma('wal_checkpoint(TRUNCATE)');
   const rows = db.prepare('SELECT count(*) AS n FROM tasks').get().n;
   const counts = db.prepare('SELECT status, sum(current) AS n FROM task_counts GROUP BY status ORDER BY status').all();
   db.close();
   return { rows, counts, seconds: (performance.now() - t0) / 1000, bytes: statSync(dbPath).size };
+}
+
+/**
+ * The status counters (`task_counts`) that /health, /metrics and list totals read. Schemas up
+ * to migration 003 keep them with triggers on `tasks`; from migration 004 on the store adds
+ * each group commit's moves itself, so a direct bulk insert leaves them empty. Rebuilding them
+ * from the rows is right for both. `total` counts entries into a status: every task entered
+ * pending, every started one entered running (cancelled tasks here never started).
+ */
+function rebuildCounts(db) {
+  const rows = db.prepare('SELECT task_type, model_name, status, count(*) AS n FROM tasks GROUP BY 1, 2, 3').all();
+  const byModel = new Map();
+  for (const r of rows) {
+    const k = `${r.task_type}\u0000${r.model_name}`;
+    if (!byModel.has(k)) byModel.set(k, { task_type: r.task_type, model_name: r.model_name, n: {} });
+    byModel.get(k).n[r.status] = r.n;
+  }
+  const put = db.prepare('INSERT INTO task_counts (task_type, model_name, status, current, total) VALUES (?, ?, ?, ?, ?)');
+  db.transaction(() => {
+    db.exec('DELETE FROM task_counts');
+    for (const { task_type, model_name, n } of byModel.values()) {
+      const c = (s) => n[s] ?? 0;
+      const all = Object.values(n).reduce((a, b) => a + b, 0);
+      const totals = {
+        pending: all,
+        running: c('running') + c('completed') + c('failed'),
+        completed: c('completed'),
+        failed: c('failed'),
+        cancelled: c('cancelled'),
+      };
+      for (const [status, total] of Object.entries(totals)) if (total > 0) put.run(task_type, model_name, status, c(status), total);
+    }
+  })();
 }
 
 function describeDatabase() {
@@ -287,12 +322,13 @@ for (const [key, path] of ENDPOINTS) {
     if (!q.quiet) notes.push(`machine still busy (${fmt(q.busyPct, 0)}% of all cores) before ${path}; ran anyway`);
     await measure({ url: base + path, connections: CONNECTIONS, durationS: WARMUP, title: `${key} warm-up` });
     const r = await measure({ url: base + path, connections: CONNECTIONS, durationS: DURATION, title: `GET ${path}`, serverPid: server.pid });
-    if (r.otherPct <= MAX_OTHER_PCT || attempt >= RETRIES) {
-      if (r.otherPct > MAX_OTHER_PCT) notes.push(`GET ${path}: other processes used ${fmt(r.otherPct, 0)}% of all cores; reported anyway`);
+    const why = `other processes used ${fmt(r.otherPct, 0)}% and the hypervisor stole ${fmt(r.stealPct, 0)}% of all cores`;
+    if (r.disturbedPct <= MAX_OTHER_PCT || attempt >= RETRIES) {
+      if (r.disturbedPct > MAX_OTHER_PCT) notes.push(`GET ${path}: ${why}; reported anyway`);
       results.push({ key, ...r, attempts: attempt + 1 });
       break;
     }
-    notes.push(`GET ${path} attempt ${attempt + 1}: other processes used ${fmt(r.otherPct, 0)}% of all cores; measured again`);
+    notes.push(`GET ${path} attempt ${attempt + 1}: ${why}; measured again`);
   }
 }
 const rssEnd = rssMiB(server.pid);
@@ -317,10 +353,9 @@ console.log(
     ['steal%', (r) => fmt(r.stealPct, 1)],
   ]),
 );
-console.log('  (srv CPU% and bench CPU% are of one core; other% is CPU used by anything else, of all cores)');
+console.log('  (srv CPU% and bench CPU% are of one core; other% is CPU used by anything else and steal% CPU taken by the hypervisor, of all cores)');
 for (const n of notes) console.log(`  note: ${n}`);
 console.log(`\nserver: ready in ${fmt(startupS, 2)} s; VmRSS ${fmt(rssStart, 0)} MiB after start, ${fmt(rssEnd, 0)} MiB after the runs`);
-for (const r of results) if (r.stealPct > 2) console.log(`anomaly: ${fmt(r.stealPct, 1)}% of machine CPU was stolen by the hypervisor during ${r.title}; figures are suspect`);
 const p99 = (k) => fmt(results.find((r) => r.key === k).latency.p99, 0);
 const bad = results.filter((r) => r.non2xx || r.errors);
 if (bad.length) {
