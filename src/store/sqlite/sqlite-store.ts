@@ -125,6 +125,17 @@ function newRecord(t: NewTask): TaskRecord {
   };
 }
 
+/** The columns of a task row that a status change needs. */
+interface MovedRow {
+  id: string;
+  task_type: string;
+  model_name: string;
+  updated_at?: number | string;
+  created_at?: number | string;
+  webhook_url?: string | null;
+  webhook_events?: string | string[] | null;
+}
+
 function wrap(err: unknown, what: string): unknown {
   if (err instanceof StoreUnavailableError) return err;
   return isUnavailable(err) ? new StoreUnavailableError(`Task store unavailable: ${what}`, err) : err;
@@ -149,6 +160,8 @@ export class SqliteTaskStore implements TaskStore {
   private batchMoves = new Map<string, [number, number]>();
   private savepoint!: { begin: Database.Statement; release: Database.Statement; rollback: Database.Statement };
   private bumpCounts!: Database.Statement;
+  private logStatus!: Database.Statement;
+  private queueDelivery!: Database.Statement;
   /** Set when a commit failed; cleared by the next one that succeeds. */
   private writeFailure: unknown = null;
 
@@ -173,15 +186,27 @@ export class SqliteTaskStore implements TaskStore {
     this.stmt = {} as Record<Command, Database.Statement>;
     for (const name of COMMANDS) this.stmt[name] = db.prepare(sql[name]);
     this.savepoint = { begin: db.prepare('SAVEPOINT w'), release: db.prepare('RELEASE w'), rollback: db.prepare('ROLLBACK TO w') };
+    this.logStatus = db.prepare("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', ?, ?)");
+    this.queueDelivery = db.prepare('INSERT INTO webhook_deliveries (task_id, event, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)');
     this.bumpCounts = db.prepare(
       `INSERT INTO task_counts (task_type, model_name, status, current, total) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (task_type, model_name, status) DO UPDATE SET current = current + excluded.current, total = total + excluded.total`,
     );
   }
 
-  /** Records that a task moved between statuses; applied to task_counts when the batch commits. */
-  private countMove(row: { task_type: string; model_name: string }, from: string | null, to: string): void {
+  /**
+   * Everything a status change implies, in the transaction that makes it: the event log
+   * entry, a webhook delivery when the task asked for one, and the count moves (summed and
+   * applied once per batch).
+   */
+  private moved(row: MovedRow, from: string | null, to: string): void {
     if (from === to) return;
+    const at = Number(row.updated_at ?? row.created_at ?? Date.now());
+    this.logStatus.run(row.id, to, at);
+    if (row.webhook_url && row.webhook_events) {
+      const events = typeof row.webhook_events === 'string' ? (JSON.parse(row.webhook_events) as string[]) : row.webhook_events;
+      if (events.includes(to)) this.queueDelivery.run(row.id, to, row.webhook_url, at, at);
+    }
     if (from !== null) this.opMoves.push([`${row.task_type}\u0000${row.model_name}\u0000${from}`, -1, 0]);
     this.opMoves.push([`${row.task_type}\u0000${row.model_name}\u0000${to}`, 1, 1]);
   }
@@ -305,7 +330,7 @@ export class SqliteTaskStore implements TaskStore {
     const params = this.insertParams(t);
     return this.write(() => {
       this.stmt.insert_task.run(params);
-      this.countMove(params, null, 'pending');
+      this.moved(params, null, 'pending');
       return newRecord(t);
     });
   }
@@ -322,7 +347,7 @@ export class SqliteTaskStore implements TaskStore {
         if (row) return { kind: 'replayed', task: rowToTask(row) };
       }
       const inserted = this.stmt.insert_task.get(params) as TaskRow;
-      this.countMove(inserted, null, 'pending');
+      this.moved(inserted, null, 'pending');
       const task = rowToTask(inserted);
       this.db
         .prepare('INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?)')
@@ -432,7 +457,7 @@ export class SqliteTaskStore implements TaskStore {
       if (before.status === 'cancelled') return { kind: 'already_cancelled', task: rowToTask(before) };
       const row = this.stmt.cancel_task.get({ id, now }) as TaskRow | undefined;
       if (!row) return { kind: 'not_cancellable', task: rowToTask(before) };
-      this.countMove(row, before.status, 'cancelled');
+      this.moved(row, before.status, 'cancelled');
       return { kind: 'cancelled', task: rowToTask(row), wasRunning: before.status === 'running' };
     });
   }
@@ -461,7 +486,7 @@ export class SqliteTaskStore implements TaskStore {
           now: req.now,
         }) as TaskRow | undefined;
         if (row) {
-          this.countMove(row, 'pending', 'running');
+          this.moved(row, 'pending', 'running');
           leased.push({ task: rowToTask(row), leaseToken });
         }
       }
@@ -493,7 +518,7 @@ export class SqliteTaskStore implements TaskStore {
     const resultJson = JSON.stringify(result);
     return this.write((): LeaseOutcome => {
       const row = this.stmt.complete_task.get({ id, lease_token: leaseToken, result: resultJson, now }) as TaskRow | undefined;
-      if (row) this.countMove(row, 'running', 'completed');
+      if (row) this.moved(row, 'running', 'completed');
       return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
     });
   }
@@ -508,7 +533,7 @@ export class SqliteTaskStore implements TaskStore {
         error_message: req.error.message,
         now: req.now,
       }) as TaskRow | undefined;
-      if (row) this.countMove(row, 'running', row.status);
+      if (row) this.moved(row, 'running', row.status);
       return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
     });
   }
@@ -516,7 +541,7 @@ export class SqliteTaskStore implements TaskStore {
   releaseTask(id: string, leaseToken: string, now: number): Promise<LeaseOutcome> {
     return this.write((): LeaseOutcome => {
       const row = this.stmt.release_task.get({ id, lease_token: leaseToken, now }) as TaskRow | undefined;
-      if (row) this.countMove(row, 'running', 'pending');
+      if (row) this.moved(row, 'running', 'pending');
       return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
     });
   }
@@ -527,7 +552,7 @@ export class SqliteTaskStore implements TaskStore {
       for (const { seq } of this.stmt.expired_leases.all({ now, limit }) as Array<{ seq: number }>) {
         const row = this.stmt.requeue_or_fail_expired.get({ seq, now }) as TaskRow | undefined;
         if (!row) continue;
-        this.countMove(row, 'running', row.status);
+        this.moved(row, 'running', row.status);
         const task = rowToTask(row);
         (task.status === 'pending' ? out.requeued : out.failed).push(task);
       }
@@ -538,7 +563,7 @@ export class SqliteTaskStore implements TaskStore {
   reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]> {
     return this.write(() =>
       (this.stmt.fail_timed_out.all({ now, grace_ms: graceMs, limit }) as TaskRow[]).map((row) => {
-        this.countMove(row, 'running', 'failed');
+        this.moved(row, 'running', 'failed');
         return rowToTask(row);
       }),
     );
