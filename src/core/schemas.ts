@@ -9,6 +9,8 @@ const StringEnum = <T extends string>(values: readonly T[], opts: Record<string,
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
 
 const Timestamp = Type.String({ format: 'date-time', examples: ['2025-05-30T12:00:00.000Z'] });
+/** A type array rather than anyOf, so serializing a null-or-time never runs a schema check. */
+const NullableTimestamp = Type.Unsafe<string | null>({ type: ['string', 'null'], format: 'date-time', examples: ['2025-05-30T12:00:00.000Z'] });
 
 export const TaskStatusSchema = StringEnum<TaskStatus>(TASK_STATUSES, { description: 'Task status' });
 export const TaskTypeSchema = StringEnum<TaskType>(TASK_TYPES, { description: 'Type of AI task' });
@@ -64,9 +66,9 @@ export const TaskSummaryResponse = Type.Object({
   model_name: Type.String(),
   priority: Type.Integer(),
   created_at: Timestamp,
-  started_at: Nullable(Timestamp),
-  completed_at: Nullable(Timestamp),
-  cancelled_at: Nullable(Timestamp),
+  started_at: NullableTimestamp,
+  completed_at: NullableTimestamp,
+  cancelled_at: NullableTimestamp,
   worker_id: Nullable(Type.String()),
 });
 
@@ -76,7 +78,7 @@ export const TaskResponse = Type.Composite([TaskSummaryResponse, Type.Object({
   max_attempts: Type.Integer(),
   timeout_seconds: Type.Number(),
   progress: Nullable(Type.Number()),
-  estimated_completion: Nullable(Timestamp),
+  estimated_completion: NullableTimestamp,
   queue_position: Nullable(Type.Integer()),
   input_data: Type.Any(),
   parameters: Type.Any(),
@@ -93,8 +95,8 @@ export const TaskResponse = Type.Composite([TaskSummaryResponse, Type.Object({
           attempts: Type.Integer(),
           last_status_code: Nullable(Type.Integer()),
           last_error: Nullable(Type.String()),
-          next_attempt_at: Nullable(Timestamp),
-          delivered_at: Nullable(Timestamp),
+          next_attempt_at: NullableTimestamp,
+          delivered_at: NullableTimestamp,
         }),
       ),
     }),
@@ -110,7 +112,7 @@ export const CreateTaskResponse = Type.Composite([
     model_name: Type.String(),
     priority: Type.Integer(),
     created_at: Timestamp,
-    estimated_completion: Nullable(Timestamp),
+    estimated_completion: NullableTimestamp,
     queue_position: Nullable(Type.Integer({ description: 'Tasks of this model ahead of this one' })),
   }),
   Type.Partial(Type.Omit(TaskResponse, ['task_id', 'status', 'task_type', 'model_name', 'priority', 'created_at', 'estimated_completion', 'queue_position'])),
