@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreUnavailableError } from '../../core/errors.js';
@@ -79,6 +79,8 @@ export interface SqliteStoreOptions {
 
 interface QueuedWrite {
   run: () => unknown;
+  /** Acknowledged only once on disk (FULL): creates and cancels, the promises clients hold. */
+  durable: boolean;
   resolve: (value: any) => void;
   reject: (err: unknown) => void;
 }
@@ -130,15 +132,6 @@ function newRecord(t: NewTask): TaskRecord {
   };
 }
 
-async function fdatasyncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-}
-
 /** The columns of a task row that a status change needs. */
 interface MovedRow {
   id: string;
@@ -172,6 +165,8 @@ export class SqliteTaskStore implements TaskStore {
   private readonly walPath: string | null;
   private syncing = false;
   private syncWaiters: Array<(err: unknown) => void> = [];
+  /** Kept open: SQLite keeps one WAL file for the life of the connection. */
+  private walHandle: Promise<FileHandle> | null = null;
   private closed = false;
   /** Status moves of the write running now, and of the batch so far (see countMove). */
   private opMoves: Array<[string, number, number]> = [];
@@ -255,10 +250,15 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   /** Queues a write into the next group commit. */
-  private write<T>(run: () => T): Promise<T> {
+  /**
+   * Queues a write into the next group commit. Durable writes are acknowledged after the
+   * WAL's fdatasync; the others (worker-side transitions) on commit: a power loss can only
+   * roll those back to an earlier state, from which the task is run again.
+   */
+  private write<T>(run: () => T, durable = false): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ run, resolve, reject });
+      this.queue.push({ run, resolve, reject, durable });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // Idle: commit on the next turn. Busy (a commit just happened): wait a moment so one
@@ -314,15 +314,18 @@ export class SqliteTaskStore implements TaskStore {
       return;
     }
     this.writeFailure = null;
-    const settle = (syncError: unknown) =>
-      batch.forEach((w, i) => {
-        const o = outcomes[i];
-        if (syncError) w.reject(wrap(Object.assign(new Error(`fdatasync failed: ${String(syncError)}`), { code: 'SQLITE_IOERR' }), 'write not durable'));
-        else if (o.ok) w.resolve(o.value);
-        else w.reject(o.err);
-      });
-    if (this.walPath) this.afterSync(settle);
-    else settle(null);
+    const settle = (w: QueuedWrite, i: number, syncError: unknown) => {
+      const o = outcomes[i];
+      if (syncError) w.reject(wrap(Object.assign(new Error(`fdatasync failed: ${String(syncError)}`), { code: 'SQLITE_IOERR' }), 'write not durable'));
+      else if (o.ok) w.resolve(o.value);
+      else w.reject(o.err);
+    };
+    const waiting: number[] = [];
+    batch.forEach((w, i) => {
+      if (w.durable && this.walPath && outcomes[i].ok) waiting.push(i);
+      else settle(w, i, null);
+    });
+    if (waiting.length) this.afterSync((err) => waiting.forEach((i) => settle(batch[i], i, err)));
   }
 
   /**
@@ -338,14 +341,22 @@ export class SqliteTaskStore implements TaskStore {
     const waiters = this.syncWaiters;
     this.syncWaiters = [];
     this.syncing = true;
-    fdatasyncFile(this.walPath!).then(
-      () => waiters.forEach((w) => w(null)),
-      (err) => waiters.forEach((w) => w(err)),
-    ).finally(() => {
-      this.syncing = false;
-      if (this.syncWaiters.length) this.startSync();
-    });
+    this.walHandle ??= open(this.walPath!, 'r');
+    this.walHandle
+      .then((fh) => fh.datasync())
+      .then(
+        () => waiters.forEach((w) => w(null)),
+        (err) => {
+          this.walHandle = null; // reopen next time
+          waiters.forEach((w) => w(err));
+        },
+      )
+      .finally(() => {
+        this.syncing = false;
+        if (this.syncWaiters.length) this.startSync();
+      });
   }
+
 
   private read<T>(what: string, fn: () => T): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
@@ -378,7 +389,7 @@ export class SqliteTaskStore implements TaskStore {
       this.stmt.insert_task.run(params);
       this.moved(params, null, 'pending');
       return newRecord(t);
-    });
+    }, true);
   }
 
   createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
@@ -399,7 +410,7 @@ export class SqliteTaskStore implements TaskStore {
         .prepare('INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?)')
         .run(key, fingerprint, task.id, t.createdAt);
       return { kind: 'created', task };
-    });
+    }, true);
   }
 
   appendEvents(
@@ -505,7 +516,7 @@ export class SqliteTaskStore implements TaskStore {
       if (!row) return { kind: 'not_cancellable', task: rowToTask(before) };
       this.moved(row, before.status, 'cancelled');
       return { kind: 'cancelled', task: rowToTask(row), wasRunning: before.status === 'running' };
-    });
+    }, true);
   }
 
   leaseTasks(req: LeaseRequest): Promise<LeasedTask[]> {
@@ -740,6 +751,11 @@ export class SqliteTaskStore implements TaskStore {
     if (this.closed) return;
     if (this.queue.length) this.flush();
     this.closed = true;
+    // Acknowledgements still waiting for their fdatasync get it before the handle closes.
+    while (this.syncing) await new Promise((r) => setTimeout(r, 1));
     this.db.close();
+    const wal = this.walHandle;
+    this.walHandle = null;
+    await wal?.then((fh) => fh.close()).catch(() => {});
   }
 }
