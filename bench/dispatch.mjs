@@ -1,0 +1,64 @@
+// Dispatch latency on the embedded default (SQLite, in-process worker): from the moment a
+// client sends POST /tasks to the moment the engine starts the task, p50/p99, idle (one task
+// at a time) and under load (8 clients creating back to back).
+// Ends with: dispatch_idle_p50_ms=N dispatch_idle_p99_ms=N dispatch_loaded_p50_ms=N dispatch_loaded_p99_ms=N
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import readline from 'node:readline';
+import { ROOT, envNumber, freePort, waitForHttp, waitForQuiet } from './lib.mjs';
+
+const SAMPLES = envNumber('BENCH_LATENCY_SAMPLES', 500);
+const dir = mkdtempSync(join(tmpdir(), 'tm-bench-dispatch-'));
+const port = await freePort();
+const node = spawn(process.execPath, ['bench/fixtures/timed-node.mjs'], {
+  cwd: ROOT,
+  env: {
+    ...process.env,
+    PORT: String(port),
+    DATABASE_URL: `sqlite:${join(dir, 'd.db')}`,
+    TASK_MANAGER_RATE_LIMIT: 'false',
+    TASK_MANAGER_LOG_LEVEL: 'warn',
+    TASK_MANAGER_WORKER_CONCURRENCY: '8',
+  },
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+node.exited = new Promise((r) => node.once('exit', r));
+const starts = new Map();
+const waiters = new Map();
+readline.createInterface({ input: node.stdout }).on('line', (line) => {
+  const m = /^start (\S+) (\d+)$/.exec(line);
+  if (!m) return;
+  starts.set(m[1], Number(m[2]));
+  waiters.get(m[1])?.();
+});
+const url = `http://127.0.0.1:${port}`;
+try {
+  await waitForHttp(`${url}/health`, node);
+  const body = JSON.stringify({ task_type: 'text_generation', model_name: 'noop', input_data: { prompt: 'x' } });
+  const one = async () => {
+    const t0 = Date.now();
+    const res = await fetch(`${url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const { task_id } = await res.json();
+    if (!starts.has(task_id)) await new Promise((r) => waiters.set(task_id, r));
+    return starts.get(task_id) - t0;
+  };
+  const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))];
+  for (let i = 0; i < 50; i++) await one();
+  const quiet = await waitForQuiet();
+  console.log(`machine quiet before run: ${quiet.quiet}`);
+  const idle = [];
+  for (let i = 0; i < SAMPLES; i++) idle.push(await one());
+  const loaded = [];
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    for (let i = 0; i < SAMPLES / 4; i++) loaded.push(await one());
+  }));
+  console.log(`POST /tasks → engine start, idle: p50 ${pct(idle, 0.5)} ms, p99 ${pct(idle, 0.99)} ms (${idle.length} tasks one at a time)`);
+  console.log(`POST /tasks → engine start, 8 clients: p50 ${pct(loaded, 0.5)} ms, p99 ${pct(loaded, 0.99)} ms (${loaded.length} tasks)`);
+  console.log(`dispatch_idle_p50_ms=${pct(idle, 0.5)} dispatch_idle_p99_ms=${pct(idle, 0.99)} dispatch_loaded_p50_ms=${pct(loaded, 0.5)} dispatch_loaded_p99_ms=${pct(loaded, 0.99)}`);
+} finally {
+  node.kill('SIGTERM');
+  await node.exited;
+  rmSync(dir, { recursive: true, force: true });
+}
