@@ -159,7 +159,8 @@ export class SqliteTaskStore implements TaskStore {
   private readonly stmt: Record<Command, Database.Statement>;
   private readonly listCache = new Map<string, { page: Database.Statement; total: Database.Statement }>();
   private queue: QueuedWrite[] = [];
-  private flushScheduled = false;
+  private immediateScheduled = false;
+  private flushTimer: NodeJS.Timeout | null = null;
   private lastFlushAt = 0;
   /** The WAL file to fdatasync before acknowledging writes (FULL), or null. */
   private readonly walPath: string | null;
@@ -259,18 +260,24 @@ export class SqliteTaskStore implements TaskStore {
     if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ run, resolve, reject, durable });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        // Idle: commit on the next turn. Busy (a commit just happened): wait a moment so one
-        // fsync covers more writes; this bounds the added latency to about a millisecond.
-        if (performance.now() - this.lastFlushAt < 2) setTimeout(() => this.flush(), 1);
-        else setImmediate(() => this.flush());
+      // Worker-side writes commit on the next turn: their round trips bound a worker's pace.
+      // Durable writes (creates, cancels) wait for an fdatasync anyway, so under load they
+      // wait a moment longer and share a commit: less CPU per request.
+      if (!durable || performance.now() - this.lastFlushAt >= 2) {
+        if (!this.immediateScheduled) {
+          this.immediateScheduled = true;
+          setImmediate(() => this.flush());
+        }
+      } else if (!this.flushTimer && !this.immediateScheduled) {
+        this.flushTimer = setTimeout(() => this.flush(), 1);
       }
     });
   }
 
   private flush(): void {
-    this.flushScheduled = false;
+    this.immediateScheduled = false;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
     this.lastFlushAt = performance.now();
     const batch = this.queue;
     this.queue = [];
