@@ -153,6 +153,11 @@ function wrap(err: unknown, what: string): unknown {
  * together (group commit): one fsync covers every write that arrived in the same turn of
  * the event loop, and each caller's promise resolves only after its commit.
  */
+type Outcome = { ok: true; value: unknown } | { ok: false; err: unknown };
+
+/** Thrown inside an optimistic batch to have it rerun with a savepoint per write. */
+class BatchRetry extends Error {}
+
 export class SqliteTaskStore implements TaskStore {
   readonly kind = 'sqlite' as const;
   private readonly db: Database.Database;
@@ -282,38 +287,16 @@ export class SqliteTaskStore implements TaskStore {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: unknown }> = [];
-    this.batchMoves = new Map();
+    let outcomes: Outcome[];
     try {
-      this.db
-        .transaction(() => {
-          for (const w of batch) {
-            this.opMoves = [];
-            // Each write in its own savepoint: one that fails leaves the others intact.
-            this.savepoint.begin.run();
-            try {
-              const value = w.run();
-              this.savepoint.release.run();
-              outcomes.push({ ok: true, value });
-              for (const [key, dc, dt] of this.opMoves) {
-                const m = this.batchMoves.get(key);
-                if (m) (m[0] += dc), (m[1] += dt);
-                else this.batchMoves.set(key, [dc, dt]);
-              }
-            } catch (err) {
-              this.savepoint.rollback.run();
-              this.savepoint.release.run();
-              if (isUnavailable(err)) throw err;
-              outcomes.push({ ok: false, err });
-            }
-          }
-          for (const [key, [dc, dt]] of this.batchMoves) {
-            if (dc === 0 && dt === 0) continue;
-            const [type, model, status] = key.split('\u0000');
-            this.bumpCounts.run(type, model, status, dc, dt);
-          }
-        })
-        .immediate();
+      // Optimistic: the whole batch in one transaction. Only when a write throws is the batch
+      // rolled back and run again with a savepoint per write, so one bad write fails alone.
+      try {
+        outcomes = this.db.transaction(() => this.runBatch(batch, false)).immediate();
+      } catch (err) {
+        if (!(err instanceof BatchRetry)) throw err;
+        outcomes = this.db.transaction(() => this.runBatch(batch, true)).immediate();
+      }
     } catch (err) {
       this.writeFailure = err;
       const wrapped = wrap(err, 'write failed');
@@ -333,6 +316,38 @@ export class SqliteTaskStore implements TaskStore {
       else settle(w, i, null);
     });
     if (waiting.length) this.afterSync((err) => waiting.forEach((i) => settle(batch[i], i, err)));
+  }
+
+  private runBatch(batch: QueuedWrite[], isolated: boolean): Outcome[] {
+    const outcomes: Outcome[] = [];
+    this.batchMoves = new Map();
+    for (const w of batch) {
+      this.opMoves = [];
+      if (isolated) this.savepoint.begin.run();
+      try {
+        const value = w.run();
+        if (isolated) this.savepoint.release.run();
+        outcomes.push({ ok: true, value });
+      } catch (err) {
+        if (!isolated) throw isUnavailable(err) ? err : new BatchRetry();
+        this.savepoint.rollback.run();
+        this.savepoint.release.run();
+        if (isUnavailable(err)) throw err;
+        outcomes.push({ ok: false, err });
+        continue;
+      }
+      for (const [key, dc, dt] of this.opMoves) {
+        const m = this.batchMoves.get(key);
+        if (m) (m[0] += dc), (m[1] += dt);
+        else this.batchMoves.set(key, [dc, dt]);
+      }
+    }
+    for (const [key, [dc, dt]] of this.batchMoves) {
+      if (dc === 0 && dt === 0) continue;
+      const [type, model, status] = key.split('\u0000');
+      this.bumpCounts.run(type, model, status, dc, dt);
+    }
+    return outcomes;
   }
 
   /**
@@ -410,9 +425,9 @@ export class SqliteTaskStore implements TaskStore {
         const row = this.stmt.get_task.get({ id: prior.task_id }) as TaskRow | undefined;
         if (row) return { kind: 'replayed', task: rowToTask(row) };
       }
-      const inserted = this.stmt.insert_task.get(params) as TaskRow;
-      this.moved(inserted, null, 'pending');
-      const task = rowToTask(inserted);
+      this.stmt.insert_task.run(params);
+      this.moved(params, null, 'pending');
+      const task = newRecord(t);
       this.db
         .prepare('INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?)')
         .run(key, fingerprint, task.id, t.createdAt);
