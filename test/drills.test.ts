@@ -95,6 +95,8 @@ describe('disk full', () => {
 
 describe('soak: mixed task types, cancels, failures and worker restarts', () => {
   const SECONDS = Number(process.env.SOAK_SECONDS ?? 8);
+  // The drain after the run is bounded too: the workers here finish about 150 tasks a second.
+  const MAX_TASKS = Number(process.env.SOAK_MAX_TASKS ?? SECONDS * 150);
   const TOKEN = 'soak-worker-token-0123456789';
 
   /** Sleeps a little, sometimes fails for good, sometimes fails in a way worth retrying. */
@@ -158,7 +160,7 @@ describe('soak: mixed task types, cancels, failures and worker restarts', () => 
       })();
       await Promise.all(
         Array.from({ length: 4 }, async () => {
-          while (Date.now() < deadline) {
+          while (Date.now() < deadline && submitted.length < MAX_TASKS) {
             const m = models[Math.floor(Math.random() * models.length)];
             const t = await json(await post(`${srv.url}/tasks`, { task_type: m.taskType, model_name: m.modelName, input_data: m.input, max_attempts: 5 }));
             submitted.push(t.task_id);

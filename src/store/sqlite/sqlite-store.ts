@@ -1,9 +1,8 @@
 import { mkdirSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import { Worker } from 'node:worker_threads';
+import type Database from 'better-sqlite3';
 import { StoreUnavailableError } from '../../core/errors.js';
-import { newLeaseToken } from '../../core/ids.js';
 import type {
   Artifact,
   ArtifactMeta,
@@ -42,26 +41,11 @@ import {
   type WorkerRow,
 } from '../rows.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
+import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
+import { isDurable, isUnavailable, openConnection, SqliteWriter, type WriteOp } from './writer.js';
 
-const COMMANDS = [
-  'insert_task',
-  'get_task',
-  'lease_candidates',
-  'lease_task',
-  'heartbeat',
-  'complete_task',
-  'fail_task',
-  'release_task',
-  'cancel_task',
-  'expired_leases',
-  'requeue_or_fail_expired',
-  'fail_timed_out',
-  'queue_position',
-  'counts',
-  'recent_run_times',
-  'claim_deliveries',
-  'record_delivery',
-] as const;
+/** Statements the read side prepares; writes have their own (writer.ts). */
+const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times'] as const;
 type Command = (typeof COMMANDS)[number];
 
 export interface SqliteStoreOptions {
@@ -77,70 +61,9 @@ export interface SqliteStoreOptions {
   maxBytes?: number;
 }
 
-interface QueuedWrite {
-  run: () => unknown;
-  /** Acknowledged only once on disk (FULL): creates and cancels, the promises clients hold. */
-  durable: boolean;
+interface Waiting {
   resolve: (value: any) => void;
   reject: (err: unknown) => void;
-}
-
-/** SQLite errors that mean "the store is not usable now", as opposed to a bug. */
-const UNAVAILABLE_CODES = new Set([
-  'SQLITE_FULL',
-  'SQLITE_IOERR',
-  'SQLITE_READONLY',
-  'SQLITE_CANTOPEN',
-  'SQLITE_BUSY',
-  'SQLITE_LOCKED',
-  'SQLITE_CORRUPT',
-  'SQLITE_NOTADB',
-  'SQLITE_PERM',
-]);
-
-function isUnavailable(err: unknown): boolean {
-  const code = (err as { code?: string } | null)?.code ?? '';
-  return [...UNAVAILABLE_CODES].some((c) => code === c || code.startsWith(`${c}_`)) || /database connection is not open/.test(String(err));
-}
-
-/** The record of a task just inserted: known from its input, so nothing is read back. */
-function newRecord(t: NewTask): TaskRecord {
-  return {
-    id: t.id,
-    status: 'pending',
-    taskType: t.taskType,
-    modelName: t.modelName,
-    inputData: t.inputData,
-    parameters: t.parameters,
-    priority: t.priority,
-    attempts: 0,
-    maxAttempts: t.maxAttempts,
-    timeoutMs: t.timeoutMs,
-    createdAt: t.createdAt,
-    startedAt: null,
-    completedAt: null,
-    cancelledAt: null,
-    updatedAt: t.createdAt,
-    workerId: null,
-    leaseToken: null,
-    leaseExpiresAt: null,
-    progress: null,
-    result: null,
-    error: null,
-    webhookUrl: t.webhookUrl ?? null,
-    webhookEvents: t.webhookEvents ?? null,
-  };
-}
-
-/** The columns of a task row that a status change needs. */
-interface MovedRow {
-  id: string;
-  task_type: string;
-  model_name: string;
-  updated_at?: number | string;
-  created_at?: number | string;
-  webhook_url?: string | null;
-  webhook_events?: string | string[] | null;
 }
 
 function wrap(err: unknown, what: string): unknown {
@@ -148,46 +71,50 @@ function wrap(err: unknown, what: string): unknown {
   return isUnavailable(err) ? new StoreUnavailableError(`Task store unavailable: ${what}`, err) : err;
 }
 
+const fromWire = (e: WireError): Error => Object.assign(new Error(e.message), { name: e.name, code: e.code });
+
 /**
- * The embedded store. better-sqlite3 is synchronous, so writes are queued and committed
- * together (group commit): one fsync covers every write that arrived in the same turn of
- * the event loop, and each caller's promise resolves only after its commit.
+ * The writer thread's entry point. Under the test runner this module is the TypeScript
+ * source, and the thread runs the built copy of the entry.
  */
-type Outcome = { ok: true; value: unknown } | { ok: false; err: unknown };
+function writerEntry(): URL {
+  const here = import.meta.url;
+  if (here.endsWith('.ts')) return new URL(here.replace(/\/src\/store\/sqlite\/sqlite-store\.ts$/, '/dist/store/sqlite/writer-thread.js'));
+  return new URL('./writer-thread.js', here);
+}
 
-/** Thrown inside an optimistic batch to have it rerun with a savepoint per write. */
-class BatchRetry extends Error {}
-
+/**
+ * The embedded store. Reads run on the caller's connection; writes go to a writer thread
+ * that owns a second connection and commits them in groups (group commit): one transaction
+ * and one fdatasync cover every write that arrived together, and each caller's promise
+ * resolves only after its commit (creates and cancels: after the fdatasync). An in-memory
+ * database has one connection, so there the writer runs inline.
+ */
 export class SqliteTaskStore implements TaskStore {
   readonly kind = 'sqlite' as const;
   private readonly db: Database.Database;
-  private readonly stmt: Record<Command, Database.Statement>;
+  private readonly stmt = {} as Record<Command, Database.Statement>;
   private readonly listCache = new Map<string, { page: Database.Statement; total: Database.Statement }>();
-  private queue: QueuedWrite[] = [];
+  /** Set for an in-memory database: writes run on this thread. */
+  private readonly inline: SqliteWriter | null = null;
+  private readonly thread: Worker | null = null;
+  private threadExit: Promise<void> = Promise.resolve();
+  /** Why the writer thread cannot take writes any more, once it cannot. */
+  private threadDown: unknown = null;
+  private outbox: { ids: number[]; ops: WriteOp[] } = { ids: [], ops: [] };
+  private readonly waiting = new Map<number, Waiting>();
+  private nextId = 1;
   private immediateScheduled = false;
   private flushTimer: NodeJS.Timeout | null = null;
   private lastFlushAt = 0;
-  /** The WAL file to fdatasync before acknowledging writes (FULL), or null. */
-  private readonly walPath: string | null;
-  private syncing = false;
-  private syncWaiters: Array<(err: unknown) => void> = [];
-  /** Kept open: SQLite keeps one WAL file for the life of the connection. */
-  private walHandle: Promise<FileHandle> | null = null;
   private closed = false;
-  /** Status moves of the write running now, and of the batch so far (see countMove). */
-  private opMoves: Array<[string, number, number]> = [];
-  private batchMoves = new Map<string, [number, number]>();
-  private savepoint!: { begin: Database.Statement; release: Database.Statement; rollback: Database.Statement };
-  private bumpCounts!: Database.Statement;
-  private logStatus!: Database.Statement;
-  private queueDelivery!: Database.Statement;
   /** Set when a commit failed; cleared by the next one that succeeds. */
   private writeFailure: unknown = null;
 
   static open(opts: SqliteStoreOptions): SqliteTaskStore {
     try {
       if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
-      return new SqliteTaskStore(new Database(opts.path), opts);
+      return new SqliteTaskStore(openConnection(opts.path), opts);
     } catch (err) {
       throw wrap(err, `cannot open ${opts.path}`);
     }
@@ -195,41 +122,27 @@ export class SqliteTaskStore implements TaskStore {
 
   private constructor(db: Database.Database, opts: SqliteStoreOptions) {
     this.db = db;
-    db.pragma('journal_mode = WAL');
-    // SQLite itself never fsyncs on commit; with FULL the store does it in the background.
-    db.pragma('synchronous = NORMAL');
-    this.walPath = opts.path === ':memory:' || (opts.synchronous ?? 'FULL') !== 'FULL' ? null : `${opts.path}-wal`;
-    db.pragma('busy_timeout = 5000');
-    db.pragma('foreign_keys = ON');
     this.migrate();
-    if (opts.maxBytes) this.setMaxBytes(opts.maxBytes);
     const sql = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
-    this.stmt = {} as Record<Command, Database.Statement>;
     for (const name of COMMANDS) this.stmt[name] = db.prepare(sql[name]);
-    this.savepoint = { begin: db.prepare('SAVEPOINT w'), release: db.prepare('RELEASE w'), rollback: db.prepare('ROLLBACK TO w') };
-    this.logStatus = db.prepare("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', ?, ?)");
-    this.queueDelivery = db.prepare('INSERT INTO webhook_deliveries (task_id, event, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)');
-    this.bumpCounts = db.prepare(
-      `INSERT INTO task_counts (task_type, model_name, status, current, total) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (task_type, model_name, status) DO UPDATE SET current = current + excluded.current, total = total + excluded.total`,
-    );
-  }
-
-  /**
-   * Everything a status change implies, in the transaction that makes it: the event log
-   * entry, a webhook delivery when the task asked for one, and the count moves (summed and
-   * applied once per batch).
-   */
-  private moved(row: MovedRow, from: string | null, to: string): void {
-    if (from === to) return;
-    const at = Number(row.updated_at ?? row.created_at ?? Date.now());
-    this.logStatus.run(row.id, to, at);
-    if (row.webhook_url && row.webhook_events) {
-      const events = typeof row.webhook_events === 'string' ? (JSON.parse(row.webhook_events) as string[]) : row.webhook_events;
-      if (events.includes(to)) this.queueDelivery.run(row.id, to, row.webhook_url, at, at);
+    if (opts.path === ':memory:') {
+      this.inline = new SqliteWriter(db);
+      if (opts.maxBytes) this.inline.setMaxBytes(opts.maxBytes);
+      return;
     }
-    if (from !== null) this.opMoves.push([`${row.task_type}\u0000${row.model_name}\u0000${from}`, -1, 0]);
-    this.opMoves.push([`${row.task_type}\u0000${row.model_name}\u0000${to}`, 1, 1]);
+    const init: WriterInit = { path: opts.path, walPath: (opts.synchronous ?? 'FULL') === 'FULL' ? `${opts.path}-wal` : null, maxBytes: opts.maxBytes };
+    const thread = new Worker(writerEntry(), { workerData: init });
+    this.thread = thread;
+    // Only writes in flight keep the process alive, as a pending file write would.
+    thread.unref();
+    thread.on('message', (m: FromWriter) => this.onWriterMessage(m));
+    thread.on('error', (err) => this.writerDown(err));
+    this.threadExit = new Promise((resolve) =>
+      thread.once('exit', (code) => {
+        this.writerDown(new StoreUnavailableError(`Task store unavailable: writer thread exited (code ${code})`));
+        resolve();
+      }),
+    );
   }
 
   private migrate(): void {
@@ -255,20 +168,21 @@ export class SqliteTaskStore implements TaskStore {
       .exclusive();
   }
 
-  /** Queues a write into the next group commit. */
   /**
-   * Queues a write into the next group commit. Durable writes are acknowledged after the
-   * WAL's fdatasync; the others (worker-side transitions) on commit: a power loss can only
-   * roll those back to an earlier state, from which the task is run again.
+   * Queues a write for the next group commit. Worker-side writes are sent on the next turn:
+   * their round trips bound a worker's pace. Durable writes (creates, cancels) wait for an
+   * fdatasync anyway, so under load they wait a moment longer and share a commit.
    */
-  private write<T>(run: () => T, durable = false): Promise<T> {
+  private write<T>(op: WriteOp): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
+    if (this.threadDown) return Promise.reject(wrap(this.threadDown, 'write failed'));
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ run, resolve, reject, durable });
-      // Worker-side writes commit on the next turn: their round trips bound a worker's pace.
-      // Durable writes (creates, cancels) wait for an fdatasync anyway, so under load they
-      // wait a moment longer and share a commit: less CPU per request.
-      if (!durable || performance.now() - this.lastFlushAt >= 2) {
+      const id = this.nextId++;
+      if (this.waiting.size === 0) this.thread?.ref();
+      this.waiting.set(id, { resolve, reject });
+      this.outbox.ids.push(id);
+      this.outbox.ops.push(op);
+      if (!isDurable(op) || performance.now() - this.lastFlushAt >= 2) {
         if (!this.immediateScheduled) {
           this.immediateScheduled = true;
           setImmediate(() => this.flush());
@@ -279,106 +193,65 @@ export class SqliteTaskStore implements TaskStore {
     });
   }
 
+  private settle(id: number, fn: (w: Waiting) => void): void {
+    const w = this.waiting.get(id);
+    if (!w) return;
+    this.waiting.delete(id);
+    if (this.waiting.size === 0) this.thread?.unref();
+    fn(w);
+  }
+
+  /** Sends what is queued to the writer (or, inline, commits it now). */
   private flush(): void {
     this.immediateScheduled = false;
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = null;
     this.lastFlushAt = performance.now();
-    const batch = this.queue;
-    this.queue = [];
-    if (batch.length === 0) return;
-    let outcomes: Outcome[];
+    const { ids, ops } = this.outbox;
+    if (ids.length === 0) return;
+    this.outbox = { ids: [], ops: [] };
+    if (this.thread) {
+      this.thread.postMessage({ type: 'batch', ids, ops } satisfies ToWriter);
+      return;
+    }
     try {
-      // Optimistic: the whole batch in one transaction. Only when a write throws is the batch
-      // rolled back and run again with a savepoint per write, so one bad write fails alone.
-      try {
-        outcomes = this.db.transaction(() => this.runBatch(batch, false)).immediate();
-      } catch (err) {
-        if (!(err instanceof BatchRetry)) throw err;
-        outcomes = this.db.transaction(() => this.runBatch(batch, true)).immediate();
-      }
+      const outcomes = this.inline!.execute(ops);
+      this.writeFailure = null;
+      ids.forEach((id, i) => {
+        const o = outcomes[i];
+        this.settle(id, (w) => (o.ok ? w.resolve(o.value) : w.reject(o.err)));
+      });
     } catch (err) {
       this.writeFailure = err;
       const wrapped = wrap(err, 'write failed');
-      for (const w of batch) w.reject(wrapped);
-      return;
+      for (const id of ids) this.settle(id, (w) => w.reject(wrapped));
     }
-    this.writeFailure = null;
-    const settle = (w: QueuedWrite, i: number, syncError: unknown) => {
-      const o = outcomes[i];
-      if (syncError) w.reject(wrap(Object.assign(new Error(`fdatasync failed: ${String(syncError)}`), { code: 'SQLITE_IOERR' }), 'write not durable'));
-      else if (o.ok) w.resolve(o.value);
-      else w.reject(o.err);
-    };
-    const waiting: number[] = [];
-    batch.forEach((w, i) => {
-      if (w.durable && this.walPath && outcomes[i].ok) waiting.push(i);
-      else settle(w, i, null);
-    });
-    if (waiting.length) this.afterSync((err) => waiting.forEach((i) => settle(batch[i], i, err)));
   }
 
-  private runBatch(batch: QueuedWrite[], isolated: boolean): Outcome[] {
-    const outcomes: Outcome[] = [];
-    this.batchMoves = new Map();
-    for (const w of batch) {
-      this.opMoves = [];
-      if (isolated) this.savepoint.begin.run();
-      try {
-        const value = w.run();
-        if (isolated) this.savepoint.release.run();
-        outcomes.push({ ok: true, value });
-      } catch (err) {
-        if (!isolated) throw isUnavailable(err) ? err : new BatchRetry();
-        this.savepoint.rollback.run();
-        this.savepoint.release.run();
-        if (isUnavailable(err)) throw err;
-        outcomes.push({ ok: false, err });
-        continue;
-      }
-      for (const [key, dc, dt] of this.opMoves) {
-        const m = this.batchMoves.get(key);
-        if (m) (m[0] += dc), (m[1] += dt);
-        else this.batchMoves.set(key, [dc, dt]);
-      }
-    }
-    for (const [key, [dc, dt]] of this.batchMoves) {
-      if (dc === 0 && dt === 0) continue;
-      const [type, model, status] = key.split('\u0000');
-      this.bumpCounts.run(type, model, status, dc, dt);
-    }
-    return outcomes;
-  }
-
-  /**
-   * Group fsync: one fdatasync of the WAL, on the thread pool, covers every commit made
-   * before it started; commits made while one runs wait for the next.
-   */
-  private afterSync(done: (err: unknown) => void): void {
-    this.syncWaiters.push(done);
-    if (!this.syncing) this.startSync();
-  }
-
-  private startSync(): void {
-    const waiters = this.syncWaiters;
-    this.syncWaiters = [];
-    this.syncing = true;
-    this.walHandle ??= open(this.walPath!, 'r');
-    this.walHandle
-      .then((fh) => fh.datasync())
-      .then(
-        () => waiters.forEach((w) => w(null)),
-        (err) => {
-          this.walHandle = null; // reopen next time
-          waiters.forEach((w) => w(err));
-        },
-      )
-      .finally(() => {
-        this.syncing = false;
-        if (this.syncWaiters.length) this.startSync();
+  private onWriterMessage(m: FromWriter): void {
+    if (m.type === 'done') {
+      this.writeFailure = null;
+      m.ids.forEach((id, i) => {
+        const o = m.outcomes[i];
+        this.settle(id, (w) => (o.ok ? w.resolve(o.value) : w.reject(fromWire(o.err))));
       });
+    } else if (m.type === 'failed') {
+      const err = fromWire(m.err);
+      this.writeFailure = err;
+      const wrapped = wrap(err, /fdatasync/.test(m.err.message) ? 'write not durable' : 'write failed');
+      for (const id of m.ids) this.settle(id, (w) => w.reject(wrapped));
+    } else if (m.type === 'fatal') {
+      this.writerDown(fromWire(m.err));
+    }
   }
 
+  private writerDown(err: unknown): void {
+    if (this.threadDown) return;
+    this.threadDown = isUnavailable(err) || err instanceof StoreUnavailableError ? err : Object.assign(new Error(String((err as Error)?.message ?? err)), { code: 'SQLITE_CANTOPEN' });
+    this.writeFailure = this.threadDown;
+    const wrapped = wrap(this.threadDown, 'write failed');
+    for (const id of [...this.waiting.keys()]) this.settle(id, (w) => w.reject(wrapped));
+  }
 
   private read<T>(what: string, fn: () => T): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
@@ -389,50 +262,13 @@ export class SqliteTaskStore implements TaskStore {
     }
   }
 
-  private insertParams(t: NewTask) {
-    return {
-      id: t.id,
-      task_type: t.taskType,
-      model_name: t.modelName,
-      input_data: JSON.stringify(t.inputData),
-      parameters: JSON.stringify(t.parameters),
-      priority: t.priority,
-      max_attempts: t.maxAttempts,
-      timeout_ms: t.timeoutMs,
-      created_at: t.createdAt,
-      webhook_url: t.webhookUrl ?? null,
-      webhook_events: t.webhookEvents ? JSON.stringify(t.webhookEvents) : null,
-    };
-  }
 
   createTask(t: NewTask): Promise<TaskRecord> {
-    const params = this.insertParams(t);
-    return this.write(() => {
-      this.stmt.insert_task.run(params);
-      this.moved(params, null, 'pending');
-      return newRecord(t);
-    }, true);
+    return this.write({ op: 'createTask', t });
   }
 
   createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
-    const params = this.insertParams(t);
-    return this.write((): CreateOnceOutcome => {
-      const prior = this.db.prepare('SELECT fingerprint, task_id, created_at FROM idempotency_keys WHERE key = ?').get(key) as
-        | { fingerprint: string; task_id: string; created_at: number }
-        | undefined;
-      if (prior && prior.created_at > t.createdAt - ttlMs) {
-        if (prior.fingerprint !== fingerprint) return { kind: 'conflict', taskId: prior.task_id };
-        const row = this.stmt.get_task.get({ id: prior.task_id }) as TaskRow | undefined;
-        if (row) return { kind: 'replayed', task: rowToTask(row) };
-      }
-      this.stmt.insert_task.run(params);
-      this.moved(params, null, 'pending');
-      const task = newRecord(t);
-      this.db
-        .prepare('INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?)')
-        .run(key, fingerprint, task.id, t.createdAt);
-      return { kind: 'created', task };
-    }, true);
+    return this.write({ op: 'createTaskOnce', t, key, fingerprint, ttlMs });
   }
 
   appendEvents(
@@ -441,22 +277,7 @@ export class SqliteTaskStore implements TaskStore {
     events: Array<{ progress?: number; text?: string }>,
     now: number,
   ): Promise<{ kind: LeaseOutcome['kind']; events: TaskLogEvent[] }> {
-    return this.write(() => {
-      const row = this.stmt.get_task.get({ id }) as TaskRow | undefined;
-      if (!row || row.lease_token !== leaseToken) return { kind: 'stale' as const, events: [] };
-      if (row.status === 'cancelled') return { kind: 'cancelled' as const, events: [] };
-      if (row.status !== 'running') return { kind: 'stale' as const, events: [] };
-      const insert = this.db.prepare('INSERT INTO task_events (task_id, type, progress, text, at) VALUES (?, ?, ?, ?, ?) RETURNING *');
-      const out: TaskLogEvent[] = [];
-      let progress: number | undefined;
-      for (const e of events) {
-        if (e.text) out.push(rowToEvent(insert.get(id, 'output', e.progress ?? null, e.text, now) as EventRow));
-        else if (e.progress !== undefined) out.push(rowToEvent(insert.get(id, 'progress', e.progress, null, now) as EventRow));
-        if (e.progress !== undefined) progress = e.progress;
-      }
-      if (progress !== undefined) this.db.prepare('UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ?').run(progress, now, id);
-      return { kind: 'ok' as const, events: out };
-    });
+    return this.write({ op: 'appendEvents', id, leaseToken, events, now });
   }
 
   listEvents(taskId: string, afterId: number, limit: number): Promise<TaskLogEvent[]> {
@@ -466,15 +287,11 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   claimDeliveries(now: number, limit: number, leaseMs: number): Promise<WebhookDelivery[]> {
-    return this.write(() =>
-      (this.stmt.claim_deliveries.all({ now, limit, claimed_until: now + leaseMs }) as DeliveryRow[]).map(rowToDelivery),
-    );
+    return this.write({ op: 'claimDeliveries', now, limit, leaseMs });
   }
 
   recordDelivery(id: number, r: DeliveryResult, now: number): Promise<void> {
-    return this.write(() => {
-      this.stmt.record_delivery.run({ id, ok: r.ok ? 1 : 0, status_code: r.statusCode, error: r.error, retry_at: r.retryAt, now });
-    });
+    return this.write({ op: 'recordDelivery', id, r, now });
   }
 
   listDeliveries(taskId: string): Promise<WebhookDelivery[]> {
@@ -530,122 +347,38 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   cancelTask(id: string, now: number): Promise<CancelOutcome> {
-    return this.write((): CancelOutcome => {
-      const before = this.stmt.get_task.get({ id }) as TaskRow | undefined;
-      if (!before) return { kind: 'not_found' };
-      if (before.status === 'cancelled') return { kind: 'already_cancelled', task: rowToTask(before) };
-      const row = this.stmt.cancel_task.get({ id, now }) as TaskRow | undefined;
-      if (!row) return { kind: 'not_cancellable', task: rowToTask(before) };
-      this.moved(row, before.status, 'cancelled');
-      return { kind: 'cancelled', task: rowToTask(row), wasRunning: before.status === 'running' };
-    }, true);
+    return this.write({ op: 'cancelTask', id, now });
   }
 
   leaseTasks(req: LeaseRequest): Promise<LeasedTask[]> {
     if (req.limit <= 0 || req.models.length === 0) return Promise.resolve([]);
-    return this.write(() => {
-      const candidates: Array<{ seq: number; priority: number }> = [];
-      for (const m of req.models) {
-        candidates.push(
-          ...(this.stmt.lease_candidates.all({ model_name: m.modelName, task_type: m.taskType, limit: req.limit }) as Array<{
-            seq: number;
-            priority: number;
-          }>),
-        );
-      }
-      candidates.sort((a, b) => b.priority - a.priority || a.seq - b.seq);
-      const leased: LeasedTask[] = [];
-      for (const c of candidates.slice(0, req.limit)) {
-        const leaseToken = newLeaseToken();
-        const row = this.stmt.lease_task.get({
-          seq: c.seq,
-          worker_id: req.workerId,
-          lease_token: leaseToken,
-          lease_expires_at: req.now + req.leaseMs,
-          now: req.now,
-        }) as TaskRow | undefined;
-        if (row) {
-          this.moved(row, 'pending', 'running');
-          leased.push({ task: rowToTask(row), leaseToken });
-        }
-      }
-      return leased;
-    });
+    return this.write({ op: 'leaseTasks', req });
   }
 
   /** Explains a lease write that matched nothing: cancelled under the worker, or stale. */
-  private leaseMiss(id: string, leaseToken: string): LeaseOutcome {
-    const row = this.stmt.get_task.get({ id }) as TaskRow | undefined;
-    if (row && row.status === 'cancelled' && row.lease_token === leaseToken) return { kind: 'cancelled', task: rowToTask(row) };
-    return { kind: 'stale', task: row ? rowToTask(row) : null };
-  }
 
   heartbeat(id: string, leaseToken: string, leaseMs: number, now: number, progress?: number): Promise<LeaseOutcome> {
-    return this.write((): LeaseOutcome => {
-      const row = this.stmt.heartbeat.get({
-        id,
-        lease_token: leaseToken,
-        lease_expires_at: now + leaseMs,
-        progress: progress ?? null,
-        now,
-      }) as TaskRow | undefined;
-      return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
-    });
+    return this.write({ op: 'heartbeat', id, leaseToken, leaseMs, now, progress });
   }
 
   completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
-    const resultJson = JSON.stringify(result);
-    return this.write((): LeaseOutcome => {
-      const row = this.stmt.complete_task.get({ id, lease_token: leaseToken, result: resultJson, now }) as TaskRow | undefined;
-      if (row) this.moved(row, 'running', 'completed');
-      return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
-    });
+    return this.write({ op: 'completeTask', id, leaseToken, result: JSON.stringify(result), now });
   }
 
   failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome> {
-    return this.write((): LeaseOutcome => {
-      const row = this.stmt.fail_task.get({
-        id,
-        lease_token: leaseToken,
-        retryable: req.retryable ? 1 : 0,
-        error_code: req.error.code,
-        error_message: req.error.message,
-        now: req.now,
-      }) as TaskRow | undefined;
-      if (row) this.moved(row, 'running', row.status);
-      return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
-    });
+    return this.write({ op: 'failTask', id, leaseToken, req });
   }
 
   releaseTask(id: string, leaseToken: string, now: number): Promise<LeaseOutcome> {
-    return this.write((): LeaseOutcome => {
-      const row = this.stmt.release_task.get({ id, lease_token: leaseToken, now }) as TaskRow | undefined;
-      if (row) this.moved(row, 'running', 'pending');
-      return row ? { kind: 'ok', task: rowToTask(row) } : this.leaseMiss(id, leaseToken);
-    });
+    return this.write({ op: 'releaseTask', id, leaseToken, now });
   }
 
   reapExpiredLeases(now: number, limit: number): Promise<ReapResult> {
-    return this.write((): ReapResult => {
-      const out: ReapResult = { requeued: [], failed: [] };
-      for (const { seq } of this.stmt.expired_leases.all({ now, limit }) as Array<{ seq: number }>) {
-        const row = this.stmt.requeue_or_fail_expired.get({ seq, now }) as TaskRow | undefined;
-        if (!row) continue;
-        this.moved(row, 'running', row.status);
-        const task = rowToTask(row);
-        (task.status === 'pending' ? out.requeued : out.failed).push(task);
-      }
-      return out;
-    });
+    return this.write({ op: 'reapExpiredLeases', now, limit });
   }
 
   reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]> {
-    return this.write(() =>
-      (this.stmt.fail_timed_out.all({ now, grace_ms: graceMs, limit }) as TaskRow[]).map((row) => {
-        this.moved(row, 'running', 'failed');
-        return rowToTask(row);
-      }),
-    );
+    return this.write({ op: 'reapTimedOut', now, graceMs, limit });
   }
 
   counts(): Promise<CountRow[]> {
@@ -669,28 +402,15 @@ export class SqliteTaskStore implements TaskStore {
 
   upsertWorker(w: Omit<WorkerRecord, 'registeredAt' | 'lastSeenAt'>, now: number): Promise<WorkerRecord> {
     const models = JSON.stringify(w.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })));
-    const hardware = JSON.stringify(w.hardware);
-    return this.write(() => {
-      const row = this.db
-        .prepare(
-          `INSERT INTO workers (id, models, concurrency, hardware, registered_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT (id) DO UPDATE SET models = excluded.models, concurrency = excluded.concurrency,
-             hardware = excluded.hardware, last_seen_at = excluded.last_seen_at
-           RETURNING *`,
-        )
-        .get(w.id, models, w.concurrency, hardware, now, now) as WorkerRow;
-      return rowToWorker(row);
-    });
+    return this.write({ op: 'upsertWorker', id: w.id, models, concurrency: w.concurrency, hardware: JSON.stringify(w.hardware), now });
   }
 
   touchWorker(id: string, now: number): Promise<boolean> {
-    return this.write(() => this.db.prepare('UPDATE workers SET last_seen_at = ? WHERE id = ?').run(now, id).changes > 0);
+    return this.write({ op: 'touchWorker', id, now });
   }
 
   removeWorker(id: string): Promise<void> {
-    return this.write(() => {
-      this.db.prepare('DELETE FROM workers WHERE id = ?').run(id);
-    });
+    return this.write({ op: 'removeWorker', id });
   }
 
   listWorkers(): Promise<WorkerRecord[]> {
@@ -706,16 +426,7 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   putArtifact(a: Omit<Artifact, 'size' | 'createdAt'>, now: number): Promise<ArtifactMeta> {
-    return this.write(() => {
-      this.db
-        .prepare(
-          `INSERT INTO artifacts (task_id, name, content_type, size, data, created_at) VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT (task_id, name) DO UPDATE SET content_type = excluded.content_type, size = excluded.size,
-             data = excluded.data, created_at = excluded.created_at`,
-        )
-        .run(a.taskId, a.name, a.contentType, a.data.length, a.data, now);
-      return { taskId: a.taskId, name: a.name, contentType: a.contentType, size: a.data.length, createdAt: now };
-    });
+    return this.write({ op: 'putArtifact', taskId: a.taskId, name: a.name, contentType: a.contentType, data: a.data, now });
   }
 
   getArtifact(taskId: string, name: string): Promise<Artifact | null> {
@@ -748,36 +459,30 @@ export class SqliteTaskStore implements TaskStore {
 
   /** Sets the size cap (bytes; 0 removes it). Never below what the file already holds. */
   setMaxBytes(bytes: number): void {
-    const pageSize = this.db.pragma('page_size', { simple: true }) as number;
-    const used = this.db.pragma('page_count', { simple: true }) as number;
-    this.db.pragma(`max_page_count = ${bytes > 0 ? Math.max(used, Math.floor(bytes / pageSize)) : 4294967294}`);
+    // Writes queued before this call commit under the old cap, the ones after under the new.
+    this.flush();
+    if (this.inline) this.inline.setMaxBytes(bytes);
+    else this.thread?.postMessage({ type: 'maxBytes', bytes } satisfies ToWriter);
   }
 
   /** Reads the counters; after a failed commit also proves that a write commits again. */
-  ping(): Promise<void> {
-    return this.read('ping', () => {
-      // Reads are proven by the counts the health check reads next; only writes need a probe.
-      if (this.writeFailure !== null) {
-        // A probe that needs fresh pages, as a task would: rewriting a row in place can
-        // succeed on a full disk.
-        this.db.transaction(() => {
-          this.db.prepare('INSERT OR REPLACE INTO store_probe (id, at) VALUES (2, zeroblob(16384))').run();
-          this.db.prepare('DELETE FROM store_probe WHERE id = 2').run();
-        })();
-        this.writeFailure = null;
-      }
-    });
+  async ping(): Promise<void> {
+    if (this.closed) throw new StoreUnavailableError('Task store is closed');
+    // Reads are proven by the counts the health check reads next; only writes need a probe.
+    if (this.writeFailure !== null) await this.write({ op: 'probe' });
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.queue.length) this.flush();
+    this.flush();
     this.closed = true;
-    // Acknowledgements still waiting for their fdatasync get it before the handle closes.
-    while (this.syncing) await new Promise((r) => setTimeout(r, 1));
+    if (this.thread) {
+      // The writer commits what it was sent, and acknowledgements waiting for their
+      // fdatasync get it, before its connection closes.
+      this.thread.ref();
+      this.thread.postMessage({ type: 'close' } satisfies ToWriter);
+      await this.threadExit;
+    }
     this.db.close();
-    const wal = this.walHandle;
-    this.walHandle = null;
-    await wal?.then((fh) => fh.close()).catch(() => {});
   }
 }

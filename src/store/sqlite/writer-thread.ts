@@ -1,0 +1,144 @@
+// The SQLite store's writer thread: it owns the write connection, commits every batch it is
+// sent in one transaction, fdatasyncs the WAL before acknowledging durable writes, and
+// answers with the outcomes. The event loop that serves HTTP never waits on a commit.
+import { open, type FileHandle } from 'node:fs/promises';
+import { parentPort, workerData } from 'node:worker_threads';
+import { isDurable, openConnection, SqliteWriter, type Outcome, type WriteOp } from './writer.js';
+
+export interface WriterInit {
+  path: string;
+  /** The WAL to fdatasync before acknowledging durable writes; null when not FULL. */
+  walPath: string | null;
+  maxBytes?: number;
+}
+
+/** From the store to this thread. */
+export type ToWriter = { type: 'batch'; ids: number[]; ops: WriteOp[] } | { type: 'maxBytes'; bytes: number } | { type: 'close' };
+
+export interface WireError {
+  name: string;
+  message: string;
+  code?: string;
+}
+
+/** From this thread to the store. */
+export type FromWriter =
+  | { type: 'done'; ids: number[]; outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: WireError }> }
+  | { type: 'failed'; ids: number[]; err: WireError }
+  | { type: 'fatal'; err: WireError }
+  | { type: 'closed' };
+
+export const toWire = (err: unknown): WireError => {
+  const e = err as { name?: string; message?: string; code?: string } | null;
+  return { name: e?.name ?? 'Error', message: e?.message ?? String(err), code: typeof e?.code === 'string' ? e.code : undefined };
+};
+
+const port = parentPort!;
+const init = workerData as WriterInit;
+let writer: SqliteWriter | null = null;
+let openError: WireError | null = null;
+try {
+  writer = new SqliteWriter(openConnection(init.path));
+  if (init.maxBytes) writer.setMaxBytes(init.maxBytes);
+} catch (err) {
+  openError = toWire(err);
+  port.postMessage({ type: 'fatal', err: openError } satisfies FromWriter);
+}
+
+let queue: Array<{ id: number; op: WriteOp }> = [];
+let scheduled = false;
+let syncing = false;
+let syncWaiters: Array<(err: unknown) => void> = [];
+let walHandle: Promise<FileHandle> | null = null;
+
+port.on('message', (m: ToWriter) => {
+  if (m.type === 'batch') {
+    for (let i = 0; i < m.ids.length; i++) queue.push({ id: m.ids[i], op: m.ops[i] });
+    // Everything that arrives in this turn commits together.
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  } else if (m.type === 'maxBytes') {
+    flush();
+    writer?.setMaxBytes(m.bytes);
+  } else {
+    flush();
+    void closeWhenSynced();
+  }
+});
+
+function flush(): void {
+  scheduled = false;
+  const batch = queue;
+  queue = [];
+  if (batch.length === 0) return;
+  if (!writer) {
+    port.postMessage({ type: 'failed', ids: batch.map((b) => b.id), err: openError! } satisfies FromWriter);
+    return;
+  }
+  let outcomes: Outcome[];
+  try {
+    outcomes = writer.execute(batch.map((b) => b.op));
+  } catch (err) {
+    port.postMessage({ type: 'failed', ids: batch.map((b) => b.id), err: toWire(err) } satisfies FromWriter);
+    return;
+  }
+  const now: FromWriter & { type: 'done' } = { type: 'done', ids: [], outcomes: [] };
+  const later: FromWriter & { type: 'done' } = { type: 'done', ids: [], outcomes: [] };
+  batch.forEach((b, i) => {
+    const o = outcomes[i];
+    const wire = o.ok ? o : { ok: false as const, err: toWire(o.err) };
+    const to = o.ok && init.walPath && isDurable(b.op) ? later : now;
+    to.ids.push(b.id);
+    to.outcomes.push(wire);
+  });
+  if (now.ids.length) port.postMessage(now);
+  if (later.ids.length) {
+    afterSync((err) => {
+      if (err) port.postMessage({ type: 'failed', ids: later.ids, err: { name: 'SqliteError', message: `fdatasync failed: ${String(err)}`, code: 'SQLITE_IOERR' } } satisfies FromWriter);
+      else port.postMessage(later);
+    });
+  }
+}
+
+/**
+ * Group fsync: one fdatasync of the WAL, on the thread pool, covers every commit made before
+ * it started; commits made while one runs wait for the next.
+ */
+function afterSync(done: (err: unknown) => void): void {
+  syncWaiters.push(done);
+  if (!syncing) startSync();
+}
+
+function startSync(): void {
+  const waiters = syncWaiters;
+  syncWaiters = [];
+  syncing = true;
+  walHandle ??= open(init.walPath!, 'r');
+  walHandle
+    .then((fh) => fh.datasync())
+    .then(
+      () => waiters.forEach((w) => w(null)),
+      (err) => {
+        walHandle = null; // reopen next time
+        waiters.forEach((w) => w(err));
+      },
+    )
+    .finally(() => {
+      syncing = false;
+      if (syncWaiters.length) startSync();
+    });
+}
+
+async function closeWhenSynced(): Promise<void> {
+  while (syncing || syncWaiters.length) await new Promise((r) => setTimeout(r, 1));
+  try {
+    writer?.db.close();
+  } catch {
+    // closing is best effort; every acknowledged write is already committed
+  }
+  await walHandle?.then((fh) => fh.close()).catch(() => {});
+  port.postMessage({ type: 'closed' } satisfies FromWriter);
+  port.close();
+}

@@ -1,0 +1,442 @@
+import Database from 'better-sqlite3';
+import { newLeaseToken } from '../../core/ids.js';
+import type {
+  CancelOutcome,
+  CreateOnceOutcome,
+  DeliveryResult,
+  FailRequest,
+  LeasedTask,
+  LeaseOutcome,
+  LeaseRequest,
+  ReapResult,
+  TaskLogEvent,
+  WorkerRecord,
+} from '../../core/store.js';
+import type { NewTask, TaskRecord } from '../../core/task.js';
+import { rowToDelivery, rowToEvent, rowToTask, rowToWorker, type DeliveryRow, type EventRow, type TaskRow, type WorkerRow } from '../rows.js';
+import { loadCommands } from '../sql-files.js';
+
+const COMMANDS = [
+  'insert_task',
+  'get_task',
+  'lease_candidates',
+  'lease_task',
+  'heartbeat',
+  'complete_task',
+  'fail_task',
+  'release_task',
+  'cancel_task',
+  'expired_leases',
+  'requeue_or_fail_expired',
+  'fail_timed_out',
+  'claim_deliveries',
+  'record_delivery',
+] as const;
+type Command = (typeof COMMANDS)[number];
+
+/** One write, as data: it crosses to the writer thread by structured clone. */
+export type WriteOp =
+  | { op: 'createTask'; t: NewTask }
+  | { op: 'createTaskOnce'; t: NewTask; key: string; fingerprint: string; ttlMs: number }
+  | { op: 'appendEvents'; id: string; leaseToken: string; events: Array<{ progress?: number; text?: string }>; now: number }
+  | { op: 'cancelTask'; id: string; now: number }
+  | { op: 'leaseTasks'; req: LeaseRequest }
+  | { op: 'heartbeat'; id: string; leaseToken: string; leaseMs: number; now: number; progress?: number }
+  | { op: 'completeTask'; id: string; leaseToken: string; result: string; now: number }
+  | { op: 'failTask'; id: string; leaseToken: string; req: FailRequest }
+  | { op: 'releaseTask'; id: string; leaseToken: string; now: number }
+  | { op: 'reapExpiredLeases'; now: number; limit: number }
+  | { op: 'reapTimedOut'; now: number; graceMs: number; limit: number }
+  | { op: 'claimDeliveries'; now: number; limit: number; leaseMs: number }
+  | { op: 'recordDelivery'; id: number; r: DeliveryResult; now: number }
+  | { op: 'upsertWorker'; id: string; models: string; concurrency: number; hardware: string; now: number }
+  | { op: 'touchWorker'; id: string; now: number }
+  | { op: 'removeWorker'; id: string }
+  | { op: 'putArtifact'; taskId: string; name: string; contentType: string; data: Uint8Array; now: number }
+  | { op: 'probe' };
+
+/** Creates and cancels: the promises clients hold, acknowledged only once on disk. */
+export const isDurable = (op: WriteOp): boolean => op.op === 'createTask' || op.op === 'createTaskOnce' || op.op === 'cancelTask';
+
+export type Outcome = { ok: true; value: unknown } | { ok: false; err: unknown };
+
+/** Thrown inside an optimistic batch to have it rerun with a savepoint per write. */
+class BatchRetry extends Error {}
+
+/** SQLite errors that mean "the store is not usable now", as opposed to a bug. */
+const UNAVAILABLE_CODES = [
+  'SQLITE_FULL',
+  'SQLITE_IOERR',
+  'SQLITE_READONLY',
+  'SQLITE_CANTOPEN',
+  'SQLITE_BUSY',
+  'SQLITE_LOCKED',
+  'SQLITE_CORRUPT',
+  'SQLITE_NOTADB',
+  'SQLITE_PERM',
+];
+
+export function isUnavailable(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code ?? '';
+  return UNAVAILABLE_CODES.some((c) => code === c || code.startsWith(`${c}_`)) || /database connection is not open/.test(String(err));
+}
+
+/** The record of a task just inserted: known from its input, so nothing is read back. */
+export function newRecord(t: NewTask): TaskRecord {
+  return {
+    id: t.id,
+    status: 'pending',
+    taskType: t.taskType,
+    modelName: t.modelName,
+    inputData: t.inputData,
+    parameters: t.parameters,
+    priority: t.priority,
+    attempts: 0,
+    maxAttempts: t.maxAttempts,
+    timeoutMs: t.timeoutMs,
+    createdAt: t.createdAt,
+    startedAt: null,
+    completedAt: null,
+    cancelledAt: null,
+    updatedAt: t.createdAt,
+    workerId: null,
+    leaseToken: null,
+    leaseExpiresAt: null,
+    progress: null,
+    result: null,
+    error: null,
+    webhookUrl: t.webhookUrl ?? null,
+    webhookEvents: t.webhookEvents ?? null,
+  };
+}
+
+/** The columns of a task row that a status change needs. */
+interface MovedRow {
+  id: string;
+  task_type: string;
+  model_name: string;
+  updated_at?: number | string;
+  created_at?: number | string;
+  webhook_url?: string | null;
+  webhook_events?: string | string[] | null;
+}
+
+/** Opens a connection with the settings every connection of the store uses. */
+export function openConnection(path: string): Database.Database {
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  // SQLite itself never fsyncs on commit; with FULL the store does it before acknowledging.
+  db.pragma('synchronous = NORMAL');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('foreign_keys = ON');
+  return db;
+}
+
+/**
+ * The write side of the SQLite store: every write is a `WriteOp`, and a batch of them runs
+ * in one transaction (group commit). It runs on the store's writer thread, or inline on the
+ * caller's connection for an in-memory database.
+ */
+export class SqliteWriter {
+  private readonly stmt = {} as Record<Command, Database.Statement>;
+  private readonly savepoint: { begin: Database.Statement; release: Database.Statement; rollback: Database.Statement };
+  private readonly logStatus: Database.Statement;
+  private readonly logOutput: Database.Statement;
+  private readonly setProgress: Database.Statement;
+  private readonly queueDelivery: Database.Statement;
+  private readonly bumpCounts: Database.Statement;
+  private readonly upsertWorkerStmt: Database.Statement;
+  private readonly idempotencyGet: Database.Statement;
+  private readonly idempotencyPut: Database.Statement;
+  /** Status moves of the write running now, and of the batch so far (summed per key). */
+  private opMoves: Array<[string, number, number]> = [];
+  private batchMoves = new Map<string, [number, number]>();
+
+  constructor(readonly db: Database.Database) {
+    const sql = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
+    for (const name of COMMANDS) this.stmt[name] = db.prepare(sql[name]);
+    this.savepoint = { begin: db.prepare('SAVEPOINT w'), release: db.prepare('RELEASE w'), rollback: db.prepare('ROLLBACK TO w') };
+    this.logStatus = db.prepare("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', ?, ?)");
+    this.logOutput = db.prepare('INSERT INTO task_events (task_id, type, progress, text, at) VALUES (?, ?, ?, ?, ?) RETURNING *');
+    this.setProgress = db.prepare('UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ?');
+    this.queueDelivery = db.prepare('INSERT INTO webhook_deliveries (task_id, event, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)');
+    this.bumpCounts = db.prepare(
+      `INSERT INTO task_counts (task_type, model_name, status, current, total) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (task_type, model_name, status) DO UPDATE SET current = current + excluded.current, total = total + excluded.total`,
+    );
+    this.upsertWorkerStmt = db.prepare(
+      `INSERT INTO workers (id, models, concurrency, hardware, registered_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET models = excluded.models, concurrency = excluded.concurrency,
+         hardware = excluded.hardware, last_seen_at = excluded.last_seen_at
+       RETURNING *`,
+    );
+    this.idempotencyGet = db.prepare('SELECT fingerprint, task_id, created_at FROM idempotency_keys WHERE key = ?');
+    this.idempotencyPut = db.prepare('INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?)');
+  }
+
+  /**
+   * Runs a batch in one transaction. Optimistic: only when a write throws is the batch rolled
+   * back and run again with a savepoint per write, so one bad write fails alone. An error
+   * that makes the store unusable (disk full, I/O) fails the whole batch: it is thrown.
+   */
+  execute(ops: WriteOp[]): Outcome[] {
+    try {
+      return this.db.transaction(() => this.runBatch(ops, false)).immediate();
+    } catch (err) {
+      if (!(err instanceof BatchRetry)) throw err;
+      return this.db.transaction(() => this.runBatch(ops, true)).immediate();
+    }
+  }
+
+  private runBatch(ops: WriteOp[], isolated: boolean): Outcome[] {
+    const outcomes: Outcome[] = [];
+    this.batchMoves = new Map();
+    for (const op of ops) {
+      this.opMoves = [];
+      if (isolated) this.savepoint.begin.run();
+      try {
+        const value = this.run(op);
+        if (isolated) this.savepoint.release.run();
+        outcomes.push({ ok: true, value });
+      } catch (err) {
+        if (!isolated) throw isUnavailable(err) ? err : new BatchRetry();
+        this.savepoint.rollback.run();
+        this.savepoint.release.run();
+        if (isUnavailable(err)) throw err;
+        outcomes.push({ ok: false, err });
+        continue;
+      }
+      for (const [key, dc, dt] of this.opMoves) {
+        const m = this.batchMoves.get(key);
+        if (m) (m[0] += dc), (m[1] += dt);
+        else this.batchMoves.set(key, [dc, dt]);
+      }
+    }
+    for (const [key, [dc, dt]] of this.batchMoves) {
+      if (dc === 0 && dt === 0) continue;
+      const [type, model, status] = key.split('\u0000');
+      this.bumpCounts.run(type, model, status, dc, dt);
+    }
+    return outcomes;
+  }
+
+  /**
+   * Everything a status change implies, in the transaction that makes it: the event log
+   * entry, a webhook delivery when the task asked for one, and the count moves (summed and
+   * applied once per batch).
+   */
+  private moved(row: MovedRow, from: string | null, to: string): void {
+    if (from === to) return;
+    const at = Number(row.updated_at ?? row.created_at ?? Date.now());
+    this.logStatus.run(row.id, to, at);
+    if (row.webhook_url && row.webhook_events) {
+      const events = typeof row.webhook_events === 'string' ? (JSON.parse(row.webhook_events) as string[]) : row.webhook_events;
+      if (events.includes(to)) this.queueDelivery.run(row.id, to, row.webhook_url, at, at);
+    }
+    if (from !== null) this.opMoves.push([`${row.task_type}\u0000${row.model_name}\u0000${from}`, -1, 0]);
+    this.opMoves.push([`${row.task_type}\u0000${row.model_name}\u0000${to}`, 1, 1]);
+  }
+
+  private insertParams(t: NewTask) {
+    return {
+      id: t.id,
+      task_type: t.taskType,
+      model_name: t.modelName,
+      input_data: JSON.stringify(t.inputData),
+      parameters: JSON.stringify(t.parameters),
+      priority: t.priority,
+      max_attempts: t.maxAttempts,
+      timeout_ms: t.timeoutMs,
+      created_at: t.createdAt,
+      webhook_url: t.webhookUrl ?? null,
+      webhook_events: t.webhookEvents ? JSON.stringify(t.webhookEvents) : null,
+    };
+  }
+
+  /** Explains a lease write that matched nothing: cancelled under the worker, or stale. */
+  private leaseMiss(id: string, leaseToken: string): LeaseOutcome {
+    const row = this.stmt.get_task.get({ id }) as TaskRow | undefined;
+    if (row && row.status === 'cancelled' && row.lease_token === leaseToken) return { kind: 'cancelled', task: rowToTask(row) };
+    return { kind: 'stale', task: row ? rowToTask(row) : null };
+  }
+
+  private leaseResult(row: TaskRow | undefined, id: string, leaseToken: string, from: string): LeaseOutcome {
+    if (!row) return this.leaseMiss(id, leaseToken);
+    this.moved(row, from, row.status);
+    return { kind: 'ok', task: rowToTask(row) };
+  }
+
+  private run(w: WriteOp): unknown {
+    switch (w.op) {
+      case 'createTask': {
+        const params = this.insertParams(w.t);
+        this.stmt.insert_task.run(params);
+        this.moved(params, null, 'pending');
+        return newRecord(w.t);
+      }
+      case 'createTaskOnce': {
+        const prior = this.idempotencyGet.get(w.key) as { fingerprint: string; task_id: string; created_at: number } | undefined;
+        if (prior && prior.created_at > w.t.createdAt - w.ttlMs) {
+          if (prior.fingerprint !== w.fingerprint) return { kind: 'conflict', taskId: prior.task_id } satisfies CreateOnceOutcome;
+          const row = this.stmt.get_task.get({ id: prior.task_id }) as TaskRow | undefined;
+          if (row) return { kind: 'replayed', task: rowToTask(row) } satisfies CreateOnceOutcome;
+        }
+        const params = this.insertParams(w.t);
+        this.stmt.insert_task.run(params);
+        this.moved(params, null, 'pending');
+        this.idempotencyPut.run(w.key, w.fingerprint, w.t.id, w.t.createdAt);
+        return { kind: 'created', task: newRecord(w.t) } satisfies CreateOnceOutcome;
+      }
+      case 'appendEvents': {
+        const row = this.stmt.get_task.get({ id: w.id }) as TaskRow | undefined;
+        if (!row || row.lease_token !== w.leaseToken) return { kind: 'stale', events: [] };
+        if (row.status === 'cancelled') return { kind: 'cancelled', events: [] };
+        if (row.status !== 'running') return { kind: 'stale', events: [] };
+        const out: TaskLogEvent[] = [];
+        let progress: number | undefined;
+        for (const e of w.events) {
+          if (e.text) out.push(rowToEvent(this.logOutput.get(w.id, 'output', e.progress ?? null, e.text, w.now) as EventRow));
+          else if (e.progress !== undefined) out.push(rowToEvent(this.logOutput.get(w.id, 'progress', e.progress, null, w.now) as EventRow));
+          if (e.progress !== undefined) progress = e.progress;
+        }
+        if (progress !== undefined) this.setProgress.run(progress, w.now, w.id);
+        return { kind: 'ok', events: out };
+      }
+      case 'cancelTask': {
+        const before = this.stmt.get_task.get({ id: w.id }) as TaskRow | undefined;
+        if (!before) return { kind: 'not_found' } satisfies CancelOutcome;
+        if (before.status === 'cancelled') return { kind: 'already_cancelled', task: rowToTask(before) } satisfies CancelOutcome;
+        const row = this.stmt.cancel_task.get({ id: w.id, now: w.now }) as TaskRow | undefined;
+        if (!row) return { kind: 'not_cancellable', task: rowToTask(before) } satisfies CancelOutcome;
+        this.moved(row, before.status, 'cancelled');
+        return { kind: 'cancelled', task: rowToTask(row), wasRunning: before.status === 'running' } satisfies CancelOutcome;
+      }
+      case 'leaseTasks': {
+        const req = w.req;
+        const candidates: Array<{ seq: number; priority: number }> = [];
+        for (const m of req.models) {
+          for (const c of this.stmt.lease_candidates.all({ model_name: m.modelName, task_type: m.taskType, limit: req.limit }) as Array<{
+            seq: number;
+            priority: number;
+          }>) {
+            candidates.push(c);
+          }
+        }
+        if (req.models.length > 1) candidates.sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+        const leased: LeasedTask[] = [];
+        for (const c of candidates.slice(0, req.limit)) {
+          const leaseToken = newLeaseToken();
+          const row = this.stmt.lease_task.get({
+            seq: c.seq,
+            worker_id: req.workerId,
+            lease_token: leaseToken,
+            lease_expires_at: req.now + req.leaseMs,
+            now: req.now,
+          }) as TaskRow | undefined;
+          if (row) {
+            this.moved(row, 'pending', 'running');
+            leased.push({ task: rowToTask(row), leaseToken });
+          }
+        }
+        return leased;
+      }
+      case 'heartbeat': {
+        const row = this.stmt.heartbeat.get({
+          id: w.id,
+          lease_token: w.leaseToken,
+          lease_expires_at: w.now + w.leaseMs,
+          progress: w.progress ?? null,
+          now: w.now,
+        }) as TaskRow | undefined;
+        return row ? ({ kind: 'ok', task: rowToTask(row) } satisfies LeaseOutcome) : this.leaseMiss(w.id, w.leaseToken);
+      }
+      case 'completeTask':
+        return this.leaseResult(
+          this.stmt.complete_task.get({ id: w.id, lease_token: w.leaseToken, result: w.result, now: w.now }) as TaskRow | undefined,
+          w.id,
+          w.leaseToken,
+          'running',
+        );
+      case 'failTask':
+        return this.leaseResult(
+          this.stmt.fail_task.get({
+            id: w.id,
+            lease_token: w.leaseToken,
+            retryable: w.req.retryable ? 1 : 0,
+            error_code: w.req.error.code,
+            error_message: w.req.error.message,
+            now: w.req.now,
+          }) as TaskRow | undefined,
+          w.id,
+          w.leaseToken,
+          'running',
+        );
+      case 'releaseTask':
+        return this.leaseResult(
+          this.stmt.release_task.get({ id: w.id, lease_token: w.leaseToken, now: w.now }) as TaskRow | undefined,
+          w.id,
+          w.leaseToken,
+          'running',
+        );
+      case 'reapExpiredLeases': {
+        const out: ReapResult = { requeued: [], failed: [] };
+        for (const { seq } of this.stmt.expired_leases.all({ now: w.now, limit: w.limit }) as Array<{ seq: number }>) {
+          const row = this.stmt.requeue_or_fail_expired.get({ seq, now: w.now }) as TaskRow | undefined;
+          if (!row) continue;
+          this.moved(row, 'running', row.status);
+          const task = rowToTask(row);
+          (task.status === 'pending' ? out.requeued : out.failed).push(task);
+        }
+        return out;
+      }
+      case 'reapTimedOut':
+        return (this.stmt.fail_timed_out.all({ now: w.now, grace_ms: w.graceMs, limit: w.limit }) as TaskRow[]).map((row) => {
+          this.moved(row, 'running', 'failed');
+          return rowToTask(row);
+        });
+      case 'claimDeliveries':
+        return (this.stmt.claim_deliveries.all({ now: w.now, limit: w.limit, claimed_until: w.now + w.leaseMs }) as DeliveryRow[]).map(rowToDelivery);
+      case 'recordDelivery':
+        this.stmt.record_delivery.run({
+          id: w.id,
+          ok: w.r.ok ? 1 : 0,
+          status_code: w.r.statusCode,
+          error: w.r.error,
+          retry_at: w.r.retryAt,
+          now: w.now,
+        });
+        return undefined;
+      case 'upsertWorker':
+        return rowToWorker(this.upsertWorkerStmt.get(w.id, w.models, w.concurrency, w.hardware, w.now, w.now) as WorkerRow) satisfies WorkerRecord;
+      case 'touchWorker':
+        return this.db.prepare('UPDATE workers SET last_seen_at = ? WHERE id = ?').run(w.now, w.id).changes > 0;
+      case 'removeWorker':
+        this.db.prepare('DELETE FROM workers WHERE id = ?').run(w.id);
+        return undefined;
+      case 'putArtifact': {
+        const data = Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength);
+        this.db
+          .prepare(
+            `INSERT INTO artifacts (task_id, name, content_type, size, data, created_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (task_id, name) DO UPDATE SET content_type = excluded.content_type, size = excluded.size,
+               data = excluded.data, created_at = excluded.created_at`,
+          )
+          .run(w.taskId, w.name, w.contentType, data.length, data, w.now);
+        return { taskId: w.taskId, name: w.name, contentType: w.contentType, size: data.length, createdAt: w.now };
+      }
+      case 'probe':
+        // A probe that needs fresh pages, as a task would: rewriting a row in place can succeed
+        // on a full disk.
+        this.db.prepare('INSERT OR REPLACE INTO store_probe (id, at) VALUES (2, zeroblob(16384))').run();
+        this.db.prepare('DELETE FROM store_probe WHERE id = 2').run();
+        return undefined;
+    }
+  }
+
+  /** Caps the file (bytes; 0 removes the cap), never below what it already holds. */
+  setMaxBytes(bytes: number): void {
+    const pageSize = this.db.pragma('page_size', { simple: true }) as number;
+    const used = this.db.pragma('page_count', { simple: true }) as number;
+    this.db.pragma(`max_page_count = ${bytes > 0 ? Math.max(used, Math.floor(bytes / pageSize)) : 4294967294}`);
+  }
+}
