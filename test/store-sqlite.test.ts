@@ -66,4 +66,39 @@ describe('SqliteTaskStore specifics', () => {
     await expect(store.getTask(newTaskId())).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
     dir.cleanup();
   });
+
+  it('fails only the write that throws when writes share a commit; the others commit', async () => {
+    const dir = tempDir();
+    const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });
+    const now = Date.now();
+    const task = (id: string) => ({ id, taskType: 'text_generation' as const, modelName: 'm', inputData: { prompt: 'p' }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: now });
+    const a = newTaskId(now);
+    const b = newTaskId(now + 1);
+    // Same turn, so same batch: the duplicate id breaks a UNIQUE constraint mid-batch.
+    const [ra, rdup, rb] = await Promise.allSettled([store.createTask(task(a)), store.createTask(task(a)), store.createTask(task(b))]);
+    expect(ra.status).toBe('fulfilled');
+    expect(rdup.status).toBe('rejected');
+    expect(String((rdup as PromiseRejectedResult).reason)).toMatch(/UNIQUE/);
+    expect(rb.status).toBe('fulfilled');
+    expect((await store.getTask(a))?.status).toBe('pending');
+    expect((await store.getTask(b))?.status).toBe('pending');
+    // The failed write's count move was rolled back with it.
+    expect((await store.counts()).find((c) => c.status === 'pending')?.current).toBe(2);
+    await store.close();
+    dir.cleanup();
+  });
+
+  it('answers SERVICE_UNAVAILABLE, in writes and in ping, once its writer thread is gone', async () => {
+    const dir = tempDir();
+    const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });
+    const t = { id: newTaskId(), taskType: 'text_generation' as const, modelName: 'm', inputData: { prompt: 'p' }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: Date.now() };
+    await store.createTask(t);
+    await (store as unknown as { thread: { terminate(): Promise<number> } }).thread.terminate();
+    await expect(store.createTask({ ...t, id: newTaskId() })).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    await expect(store.ping()).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    // What was acknowledged is still readable.
+    expect((await store.getTask(t.id))?.status).toBe('pending');
+    await store.close();
+    dir.cleanup();
+  });
 });
