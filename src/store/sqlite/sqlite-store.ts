@@ -42,7 +42,7 @@ import {
 } from '../rows.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
-import { isDurable, isUnavailable, openConnection, SqliteWriter, type WriteOp } from './writer.js';
+import { isUnavailable, openConnection, SqliteWriter, type WriteOp } from './writer.js';
 
 /** Statements the read side prepares; writes have their own (writer.ts). */
 const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times'] as const;
@@ -105,8 +105,6 @@ export class SqliteTaskStore implements TaskStore {
   private readonly waiting = new Map<number, Waiting>();
   private nextId = 1;
   private immediateScheduled = false;
-  private flushTimer: NodeJS.Timeout | null = null;
-  private lastFlushAt = 0;
   private closed = false;
   /** Set when a commit failed; cleared by the next one that succeeds. */
   private writeFailure: unknown = null;
@@ -169,9 +167,8 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   /**
-   * Queues a write for the next group commit. Worker-side writes are sent on the next turn:
-   * their round trips bound a worker's pace. Durable writes (creates, cancels) wait for an
-   * fdatasync anyway, so under load they wait a moment longer and share a commit.
+   * Queues a write; the writes of one turn of the event loop go to the writer in one message,
+   * and the writer commits whatever reached it together (group commit).
    */
   private write<T>(op: WriteOp): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
@@ -182,13 +179,9 @@ export class SqliteTaskStore implements TaskStore {
       this.waiting.set(id, { resolve, reject });
       this.outbox.ids.push(id);
       this.outbox.ops.push(op);
-      if (!isDurable(op) || performance.now() - this.lastFlushAt >= 2) {
-        if (!this.immediateScheduled) {
-          this.immediateScheduled = true;
-          setImmediate(() => this.flush());
-        }
-      } else if (!this.flushTimer && !this.immediateScheduled) {
-        this.flushTimer = setTimeout(() => this.flush(), 1);
+      if (!this.immediateScheduled) {
+        this.immediateScheduled = true;
+        setImmediate(() => this.flush());
       }
     });
   }
@@ -204,9 +197,6 @@ export class SqliteTaskStore implements TaskStore {
   /** Sends what is queued to the writer (or, inline, commits it now). */
   private flush(): void {
     this.immediateScheduled = false;
-    if (this.flushTimer) clearTimeout(this.flushTimer);
-    this.flushTimer = null;
-    this.lastFlushAt = performance.now();
     const { ids, ops } = this.outbox;
     if (ids.length === 0) return;
     this.outbox = { ids: [], ops: [] };
