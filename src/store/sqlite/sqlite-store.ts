@@ -42,7 +42,7 @@ import {
 } from '../rows.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
-import { isUnavailable, openConnection, SqliteWriter, type WriteOp } from './writer.js';
+import { isUnavailable, newRecord, openConnection, SqliteWriter, type WriteOp } from './writer.js';
 
 /** Statements the read side prepares; writes have their own (writer.ts). */
 const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times'] as const;
@@ -254,7 +254,7 @@ export class SqliteTaskStore implements TaskStore {
 
 
   createTask(t: NewTask): Promise<TaskRecord> {
-    return this.write({ op: 'createTask', t });
+    return this.write<void>({ op: 'createTask', t }).then(() => newRecord(t));
   }
 
   createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {

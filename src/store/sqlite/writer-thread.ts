@@ -1,7 +1,7 @@
 // The SQLite store's writer thread: it owns the write connection, commits every batch it is
 // sent in one transaction, fdatasyncs the WAL before acknowledging durable writes, and
 // answers with the outcomes. The event loop that serves HTTP never waits on a commit.
-import { open, type FileHandle } from 'node:fs/promises';
+import { closeSync, fdatasyncSync, openSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { isDurable, openConnection, SqliteWriter, type Outcome, type WriteOp } from './writer.js';
 
@@ -47,9 +47,7 @@ try {
 
 let queue: Array<{ id: number; op: WriteOp }> = [];
 let scheduled = false;
-let syncing = false;
-let syncWaiters: Array<(err: unknown) => void> = [];
-let walHandle: Promise<FileHandle> | null = null;
+let walFd: number | null = null;
 
 port.on('message', (m: ToWriter) => {
   if (m.type === 'batch') {
@@ -64,7 +62,7 @@ port.on('message', (m: ToWriter) => {
     writer?.setMaxBytes(m.bytes);
   } else {
     flush();
-    void closeWhenSynced();
+    close();
   }
 });
 
@@ -93,52 +91,37 @@ function flush(): void {
     to.ids.push(b.id);
     to.outcomes.push(wire);
   });
+  // Worker-side writes are acknowledged on commit; creates and cancels once the WAL is on
+  // disk. The fdatasync blocks this thread only: what arrives meanwhile is the next group.
   if (now.ids.length) port.postMessage(now);
-  if (later.ids.length) {
-    afterSync((err) => {
-      if (err) port.postMessage({ type: 'failed', ids: later.ids, err: { name: 'SqliteError', message: `fdatasync failed: ${String(err)}`, code: 'SQLITE_IOERR' } } satisfies FromWriter);
-      else port.postMessage(later);
-    });
+  if (!later.ids.length) return;
+  try {
+    walFd ??= openSync(init.walPath!, 'r');
+    fdatasyncSync(walFd);
+  } catch (err) {
+    if (walFd !== null) closeQuietly(walFd);
+    walFd = null; // reopen next time
+    port.postMessage({ type: 'failed', ids: later.ids, err: { name: 'SqliteError', message: `fdatasync failed: ${String(err)}`, code: 'SQLITE_IOERR' } } satisfies FromWriter);
+    return;
+  }
+  port.postMessage(later);
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already gone
   }
 }
 
-/**
- * Group fsync: one fdatasync of the WAL, on the thread pool, covers every commit made before
- * it started; commits made while one runs wait for the next.
- */
-function afterSync(done: (err: unknown) => void): void {
-  syncWaiters.push(done);
-  if (!syncing) startSync();
-}
-
-function startSync(): void {
-  const waiters = syncWaiters;
-  syncWaiters = [];
-  syncing = true;
-  walHandle ??= open(init.walPath!, 'r');
-  walHandle
-    .then((fh) => fh.datasync())
-    .then(
-      () => waiters.forEach((w) => w(null)),
-      (err) => {
-        walHandle = null; // reopen next time
-        waiters.forEach((w) => w(err));
-      },
-    )
-    .finally(() => {
-      syncing = false;
-      if (syncWaiters.length) startSync();
-    });
-}
-
-async function closeWhenSynced(): Promise<void> {
-  while (syncing || syncWaiters.length) await new Promise((r) => setTimeout(r, 1));
+function close(): void {
   try {
     writer?.db.close();
   } catch {
     // closing is best effort; every acknowledged write is already committed
   }
-  await walHandle?.then((fh) => fh.close()).catch(() => {});
+  if (walFd !== null) closeQuietly(walFd);
   port.postMessage({ type: 'closed' } satisfies FromWriter);
   port.close();
 }

@@ -269,10 +269,11 @@ export class SqliteWriter {
   private run(w: WriteOp): unknown {
     switch (w.op) {
       case 'createTask': {
+        // The caller builds the record from its own input: nothing to send back.
         const params = this.insertParams(w.t);
         this.stmt.insert_task.run(params);
         this.moved(params, null, 'pending');
-        return newRecord(w.t);
+        return undefined;
       }
       case 'createTaskOnce': {
         const prior = this.idempotencyGet.get(w.key) as { fingerprint: string; task_id: string; created_at: number } | undefined;
