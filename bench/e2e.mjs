@@ -7,7 +7,8 @@
 // for BullMQ) while the workers drain the queue; the clock stops when the last task is done.
 // Our producer uses node:http with a keep-alive agent: fetch costs the producer about four
 // times the CPU per request, and on two cores that CPU is taken from the server.
-// Ends with: tasks_per_s=N http_worker_per_s=N bullmq_per_s=N ratio=R durable=yes|no
+// Ends with: tasks_per_s=N bullmq_per_s=N ratio=R durable=yes|no (after a line with the HTTP
+// worker's rate: http_worker_per_s=N http_ratio=R)
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -147,7 +148,8 @@ try {
   console.log(`BullMQ (Redis, concurrency ${CONCURRENCY}): ${bull.rate.toFixed(0)} jobs/s (${bull.seconds.toFixed(2)} s)`);
   writeFileSync(join(dir, 'done'), '');
   console.log(
-    `tasks_per_s=${inproc.rate.toFixed(0)} http_worker_per_s=${http.rate.toFixed(0)} bullmq_per_s=${bull.rate.toFixed(0)} ratio=${(inproc.rate / bull.rate).toFixed(2)} durable=${inproc.durable && http.durable ? 'yes' : 'no'}`,
+    `http_worker_per_s=${http.rate.toFixed(0)} http_ratio=${(http.rate / bull.rate).toFixed(2)}\n` +
+      `tasks_per_s=${inproc.rate.toFixed(0)} bullmq_per_s=${bull.rate.toFixed(0)} ratio=${(inproc.rate / bull.rate).toFixed(2)} durable=${inproc.durable && http.durable ? 'yes' : 'no'}`,
   );
 } finally {
   rmSync(dir, { recursive: true, force: true });
