@@ -101,4 +101,21 @@ describe('SqliteTaskStore specifics', () => {
     await store.close();
     dir.cleanup();
   });
+
+  it('close() commits and acknowledges the writes already queued, then refuses new ones', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'tasks.db');
+    const store = SqliteTaskStore.open({ path });
+    const now = Date.now();
+    const pending = Array.from({ length: 100 }, (_, i) =>
+      store.createTask({ id: newTaskId(now + i), taskType: 'text_generation', modelName: 'm', inputData: { prompt: String(i) }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: now + i }),
+    );
+    await store.close();
+    const created = await Promise.all(pending);
+    await expect(store.createTask({ ...created[0], id: newTaskId() } as never)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    const reopened = SqliteTaskStore.open({ path });
+    for (const t of created) expect((await reopened.getTask(t.id))?.status).toBe('pending');
+    await reopened.close();
+    dir.cleanup();
+  });
 });
