@@ -2,7 +2,9 @@
 // tasks (default 20,000) through
 //   1. our server with its in-process worker (SQLite, synchronous=FULL: every 201 is fsynced),
 //   2. our server with a remote worker over HTTP,
-//   3. BullMQ on the local Redis, one Worker at concurrency 50.
+//   3. BullMQ on the local Redis, one Worker at concurrency 50,
+//   4. the same on a private redis-server with appendonly yes, appendfsync always: every job
+//      on disk before Redis answers, as every task of ours is (skipped without redis-server).
 // A producer in this process keeps 50 creates in flight (HTTP POST /tasks for us, Queue.add
 // for BullMQ) while the workers drain the queue; the clock stops when the last task is done.
 // Our producer uses node:http with a keep-alive agent: fetch costs the producer about four
@@ -11,9 +13,10 @@
 // worker's rate: http_worker_per_s=N http_ratio=R)
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import readline from 'node:readline';
 import Database from 'better-sqlite3';
 import { Queue } from 'bullmq';
@@ -100,11 +103,40 @@ async function ours(dir, mode) {
   return { rate: (N - failed) / seconds, seconds, failed, durable: rows === acked.length && failed === 0 };
 }
 
-async function bullmq() {
+/** A private redis-server that fsyncs its append-only file before answering each write. */
+async function startDurableRedis(dir) {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', dir], {
+    stdio: 'ignore',
+  });
+  const failed = new Promise((_, reject) => child.once('error', reject));
+  for (let i = 0; i < 100; i++) {
+    const pong = await Promise.race([failed, ping(port)]).catch((err) => (err.code === 'ENOENT' ? 'missing' : false));
+    if (pong === 'missing') return null;
+    if (pong) return { port, stop: () => child.kill('SIGTERM') };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error('redis-server did not answer');
+}
+
+function ping(port) {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('error', () => resolve(false));
+    s.once('data', (d) => {
+      s.destroy();
+      resolve(d.toString().startsWith('+PONG'));
+    });
+    s.write('PING\r\n');
+  });
+}
+
+async function bullmq(redisPort = 6379) {
   const name = `bench-${Date.now()}`;
   const worker = spawn(process.execPath, ['bench/fixtures/bullmq-worker.mjs'], {
     cwd: ROOT,
-    env: { ...process.env, QUEUE: name, N: String(N), CONCURRENCY: String(CONCURRENCY) },
+    env: { ...process.env, QUEUE: name, N: String(N), CONCURRENCY: String(CONCURRENCY), REDIS_PORT: String(redisPort) },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines = readline.createInterface({ input: worker.stdout });
@@ -122,7 +154,7 @@ async function bullmq() {
     }),
   );
   await ready;
-  const queue = new Queue(name, { connection: { host: '127.0.0.1', port: 6379 } });
+  const queue = new Queue(name, { connection: { host: '127.0.0.1', port: redisPort } });
   const t0wall = Date.now();
   const failed = await produce(async () => {
     await queue.add('noop', { prompt: 'x' });
@@ -146,9 +178,22 @@ try {
   console.log(`task-manager, remote HTTP worker: ${http.rate.toFixed(0)} tasks/s (${http.seconds.toFixed(2)} s, ${http.failed} refused, durable after kill -9: ${http.durable})`);
   const bull = await bullmq();
   console.log(`BullMQ (Redis, concurrency ${CONCURRENCY}): ${bull.rate.toFixed(0)} jobs/s (${bull.seconds.toFixed(2)} s)`);
+  const aofDir = join(dir, 'redis-aof');
+  mkdirSync(aofDir);
+  const redis = await startDurableRedis(aofDir);
+  let aofLine = 'bullmq_aof_always_per_s=skipped (no redis-server)';
+  if (redis) {
+    try {
+      const aof = await bullmq(redis.port);
+      console.log(`BullMQ (Redis with appendfsync always, concurrency ${CONCURRENCY}): ${aof.rate.toFixed(0)} jobs/s (${aof.seconds.toFixed(2)} s)`);
+      aofLine = `bullmq_aof_always_per_s=${aof.rate.toFixed(0)} ratio_vs_aof_always=${(inproc.rate / aof.rate).toFixed(2)}`;
+    } finally {
+      redis.stop();
+    }
+  }
   writeFileSync(join(dir, 'done'), '');
   console.log(
-    `http_worker_per_s=${http.rate.toFixed(0)} http_ratio=${(http.rate / bull.rate).toFixed(2)}\n` +
+    `http_worker_per_s=${http.rate.toFixed(0)} http_ratio=${(http.rate / bull.rate).toFixed(2)}\n${aofLine}\n` +
       `tasks_per_s=${inproc.rate.toFixed(0)} bullmq_per_s=${bull.rate.toFixed(0)} ratio=${(inproc.rate / bull.rate).toFixed(2)} durable=${inproc.durable && http.durable ? 'yes' : 'no'}`,
   );
 } finally {
