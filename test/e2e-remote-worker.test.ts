@@ -145,14 +145,15 @@ describe('server and remote workers over HTTP', () => {
   }, 60_000);
 
   it('a worker killed mid-task loses its lease; another worker retries the task to completion', async () => {
-    const t = await json(await post(`${server.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'retry me' }, parameters: { max_tokens: 40 } }));
+    // Long enough (about a second on one thread) that the kill lands while it runs.
+    const t = await json(await post(`${server.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'retry me' }, parameters: { max_tokens: 1500 } }));
     await waitFor(async () => (await json(await fetch(`${server.url}/tasks/${t.task_id}`))).status === 'running', 20_000, 'task to run on gpu-a');
     workers[0].child.kill('SIGKILL');
     await workers[0].exited;
     workers.push(startWorker(server.url, catalog, 'gpu-b', 'tiny-llama'));
     const done = await finished(server.url, t.task_id, 60_000);
     expect(done).toMatchObject({ status: 'completed', worker_id: 'gpu-b', attempts: 2 });
-    expect(done.result.tokens_generated).toBe(40);
+    expect(done.result.tokens_generated).toBe(1500);
     const { workers: list } = await json(await fetch(`${server.url}/workers`));
     expect(list.find((w: any) => w.worker_id === 'gpu-a').status).toBe('offline');
   }, 90_000);

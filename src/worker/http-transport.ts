@@ -73,14 +73,21 @@ export class HttpTransport implements WorkerTransport {
       return this.fetchFn(`${this.base}${path}`, { method, headers, body: payload, signal }).then(async (res) => ({ status: res.status, text: await res.text() }));
     }
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (fn: () => void) => {
+        if (!settled) (settled = true), fn();
+      };
       if (payload !== undefined) headers['content-length'] = String(Buffer.byteLength(payload));
       const req = this.lib.request(`${this.base}${path}`, { method, headers, agent: this.agent, signal }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
+        res.on('end', () => settle(() => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') })));
+        res.on('error', (err) => settle(() => reject(err)));
+        // An abort or a dropped connection after the headers may end the response with
+        // neither 'end' nor 'error': without this the caller would wait forever.
+        res.on('close', () => settle(() => reject(Object.assign(new Error(`${method} ${path}: connection closed before the response ended`), { code: 'ECONNRESET' }))));
       });
-      req.on('error', reject);
+      req.on('error', (err) => settle(() => reject(err)));
       req.end(payload);
     });
   }
