@@ -183,9 +183,6 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
           }
           if (gone) {
             for (const l of leased) await queue.release(l.task.id, l.leaseToken);
-            // Nobody to answer: end the exchange so the request is not left open.
-            reply.hijack();
-            reply.raw.destroy();
             return reply;
           }
           return {

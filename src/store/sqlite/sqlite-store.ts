@@ -42,7 +42,7 @@ import {
 } from '../rows.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
-import { isUnavailable, newRecord, openConnection, SqliteWriter, type WriteOp } from './writer.js';
+import { isUnavailable, newRecord, openConnection, SqliteWriter, type Outcome, type WriteOp } from './writer.js';
 
 /** Statements the read side prepares; writes have their own (writer.ts). */
 const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times'] as const;
@@ -205,42 +205,38 @@ export class SqliteTaskStore implements TaskStore {
       return;
     }
     try {
-      const outcomes = this.inline!.execute(ops);
-      this.writeFailure = null;
-      ids.forEach((id, i) => {
-        const o = outcomes[i];
-        this.settle(id, (w) => (o.ok ? w.resolve(o.value) : w.reject(o.err)));
-      });
+      this.acknowledge(ids, this.inline!.execute(ops));
     } catch (err) {
-      this.writeFailure = err;
-      const wrapped = wrap(err, 'write failed');
-      for (const id of ids) this.settle(id, (w) => w.reject(wrapped));
+      this.failAll(ids, err, 'write failed');
     }
   }
 
   private onWriterMessage(m: FromWriter): void {
-    if (m.type === 'done') {
-      this.writeFailure = null;
-      m.ids.forEach((id, i) => {
-        const o = m.outcomes[i];
-        this.settle(id, (w) => (o.ok ? w.resolve(o.value) : w.reject(fromWire(o.err))));
-      });
-    } else if (m.type === 'failed') {
-      const err = fromWire(m.err);
-      this.writeFailure = err;
-      const wrapped = wrap(err, /fdatasync/.test(m.err.message) ? 'write not durable' : 'write failed');
-      for (const id of m.ids) this.settle(id, (w) => w.reject(wrapped));
-    } else if (m.type === 'fatal') {
-      this.writerDown(fromWire(m.err));
-    }
+    if (m.type === 'done') this.acknowledge(m.ids, m.outcomes.map((o) => (o.ok ? o : { ok: false as const, err: fromWire(o.err) })));
+    else if (m.type === 'failed') this.failAll(m.ids, fromWire(m.err), /fdatasync/.test(m.err.message) ? 'write not durable' : 'write failed');
+    else if (m.type === 'fatal') this.writerDown(fromWire(m.err));
+  }
+
+  /** A committed group: each write gets its own outcome. */
+  private acknowledge(ids: number[], outcomes: Outcome[]): void {
+    this.writeFailure = null;
+    ids.forEach((id, i) => {
+      const o = outcomes[i];
+      this.settle(id, (w) => (o.ok ? w.resolve(o.value) : w.reject(o.err)));
+    });
+  }
+
+  /** A group that did not commit (or did not reach the disk): every write in it fails. */
+  private failAll(ids: number[], err: unknown, what: string): void {
+    this.writeFailure = err;
+    const wrapped = wrap(err, what);
+    for (const id of ids) this.settle(id, (w) => w.reject(wrapped));
   }
 
   private writerDown(err: unknown): void {
     if (this.threadDown) return;
-    this.threadDown = isUnavailable(err) || err instanceof StoreUnavailableError ? err : Object.assign(new Error(String((err as Error)?.message ?? err)), { code: 'SQLITE_CANTOPEN' });
-    this.writeFailure = this.threadDown;
-    const wrapped = wrap(this.threadDown, 'write failed');
-    for (const id of [...this.waiting.keys()]) this.settle(id, (w) => w.reject(wrapped));
+    this.threadDown = err instanceof StoreUnavailableError ? err : new StoreUnavailableError('Task store unavailable: writer thread failed', err);
+    this.failAll([...this.waiting.keys()], this.threadDown, 'write failed');
   }
 
   private read<T>(what: string, fn: () => T): Promise<T> {
