@@ -20,7 +20,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { envNumber, fmt, freePort, fsyncProbe, measure, startNode, stopChild, table, waitForHttp, waitForQuiet } from './lib.mjs';
+import { envNumber, fmt, freePort, fsyncProbe, measure, median, startNode, stopChild, table, waitForHttp, waitForQuiet } from './lib.mjs';
 
 const DURATION = envNumber('BENCH_DURATION', 10);
 const SLICES = Math.max(1, Math.floor(envNumber('BENCH_SLICES', 5)));
@@ -83,11 +83,6 @@ function combine(title, runs) {
     statusCodes: {},
   };
 }
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 console.log(`bench:create  connections=${CONNECTIONS} duration=${DURATION}s in ${SLICES} alternating slices, warmup=${WARMUP}s synchronous=${SYNC}`);
 console.log(`body: ${BODY}`);

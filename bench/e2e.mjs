@@ -24,7 +24,7 @@ import readline from 'node:readline';
 import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
 import { Queue } from 'bullmq';
-import { ROOT, envNumber, freePort, startNode, stopChild, waitForHttp, waitForQuiet } from './lib.mjs';
+import { ROOT, envNumber, freePort, median, startNode, stopChild, waitForHttp, waitForQuiet } from './lib.mjs';
 
 const N = envNumber('BENCH_TASKS', 20_000);
 const INFLIGHT = envNumber('BENCH_INFLIGHT', 50);
@@ -161,10 +161,6 @@ async function bullmq(redisPort = 6379) {
   return { rate: N / seconds, seconds, failed };
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const list = (xs, f = (x) => x.toFixed(0)) => xs.map(f).join(' ');
 
 const dir = mkdtempSync(join(tmpdir(), 'tm-bench-e2e-'));

@@ -246,4 +246,10 @@ export function table(rows, columns) {
   return [line(columns.map(([h]) => h)), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n');
 }
 
+/** Median of a non-empty list of numbers. */
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
 export const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : String(n));
