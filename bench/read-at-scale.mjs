@@ -245,7 +245,8 @@ const QUERIES = [
   ['reaper expired_leases', readFileSync(join(ROOT, 'src/store/sqlite/commands/expired_leases.sql'), 'utf8'), { now: Date.now(), limit: 500 }],
   [
     'reaper fail_timed_out (select part)',
-    "SELECT seq FROM tasks WHERE status = 'running' AND started_at + timeout_ms + :grace_ms < :now LIMIT :limit",
+    // The subquery of the real statement, so the plan shown is the one the reaper gets.
+    /\((SELECT seq FROM tasks[\s\S]*?LIMIT :limit)\)/.exec(readFileSync(join(ROOT, 'src/store/sqlite/commands/fail_timed_out.sql'), 'utf8'))[1],
     { now: Date.now(), grace_ms: 5000, limit: 500 },
   ],
   ['lease_candidates', readFileSync(join(ROOT, 'src/store/sqlite/commands/lease_candidates.sql'), 'utf8'), { model_name: 'tiny-llama', task_type: 'text_generation', limit: 1 }],
