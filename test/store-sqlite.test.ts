@@ -17,13 +17,26 @@ runStoreConformance('sqlite', async () => {
   };
 });
 
+/** A new text-generation task for model "m". */
+const newTask = (id: string, createdAt = Date.now(), prompt = 'p') => ({
+  id,
+  taskType: 'text_generation' as const,
+  modelName: 'm',
+  inputData: { prompt },
+  parameters: {},
+  priority: 0,
+  maxAttempts: 1,
+  timeoutMs: 1000,
+  createdAt,
+});
+
 describe('SqliteTaskStore specifics', () => {
   it('keeps tasks across close and reopen', async () => {
     const dir = tempDir();
     const path = join(dir.path, 'tasks.db');
     const s1 = SqliteTaskStore.open({ path });
     const id = newTaskId();
-    await s1.createTask({ id, taskType: 'text_generation', modelName: 'm', inputData: { prompt: 'p' }, parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 1000, createdAt: Date.now() });
+    await s1.createTask(newTask(id));
     await s1.close();
     const s2 = SqliteTaskStore.open({ path });
     expect((await s2.getTask(id))?.status).toBe('pending');
@@ -37,7 +50,7 @@ describe('SqliteTaskStore specifics', () => {
     const now = Date.now();
     const created = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
-        store.createTask({ id: newTaskId(now + i), taskType: 'text_generation', modelName: 'm', inputData: { prompt: String(i) }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: now + i }),
+        store.createTask(newTask(newTaskId(now + i), now + i, String(i))),
       ),
     );
     expect(new Set(created.map((t) => t.id)).size).toBe(200);
@@ -71,11 +84,10 @@ describe('SqliteTaskStore specifics', () => {
     const dir = tempDir();
     const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });
     const now = Date.now();
-    const task = (id: string) => ({ id, taskType: 'text_generation' as const, modelName: 'm', inputData: { prompt: 'p' }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: now });
     const a = newTaskId(now);
     const b = newTaskId(now + 1);
     // Same turn, so same batch: the duplicate id breaks a UNIQUE constraint mid-batch.
-    const [ra, rdup, rb] = await Promise.allSettled([store.createTask(task(a)), store.createTask(task(a)), store.createTask(task(b))]);
+    const [ra, rdup, rb] = await Promise.allSettled([store.createTask(newTask(a, now)), store.createTask(newTask(a, now)), store.createTask(newTask(b, now))]);
     expect(ra.status).toBe('fulfilled');
     expect(rdup.status).toBe('rejected');
     expect(String((rdup as PromiseRejectedResult).reason)).toMatch(/UNIQUE/);
@@ -91,7 +103,7 @@ describe('SqliteTaskStore specifics', () => {
   it('answers SERVICE_UNAVAILABLE, in writes and in ping, once its writer thread is gone', async () => {
     const dir = tempDir();
     const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });
-    const t = { id: newTaskId(), taskType: 'text_generation' as const, modelName: 'm', inputData: { prompt: 'p' }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: Date.now() };
+    const t = newTask(newTaskId());
     await store.createTask(t);
     await (store as unknown as { thread: { terminate(): Promise<number> } }).thread.terminate();
     await expect(store.createTask({ ...t, id: newTaskId() })).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
@@ -108,7 +120,7 @@ describe('SqliteTaskStore specifics', () => {
     const store = SqliteTaskStore.open({ path });
     const now = Date.now();
     const pending = Array.from({ length: 100 }, (_, i) =>
-      store.createTask({ id: newTaskId(now + i), taskType: 'text_generation', modelName: 'm', inputData: { prompt: String(i) }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: now + i }),
+      store.createTask(newTask(newTaskId(now + i), now + i, String(i))),
     );
     await store.close();
     const created = await Promise.all(pending);
