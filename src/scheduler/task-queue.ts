@@ -37,7 +37,14 @@ export interface Estimate {
 }
 
 const refOf = (t: TaskRecord): ModelRef => ({ taskType: t.taskType, modelName: t.modelName });
-const pendingKey = (m: ModelRef): string => `${m.taskType}\u0000${m.modelName}`;
+/** Counts by task type, then model: keys built by concatenation would be flattened and hashed on every create. */
+type PendingCounts = Map<string, Map<string, number>>;
+const pendingOf = (counts: PendingCounts, m: ModelRef): number => counts.get(m.taskType)?.get(m.modelName) ?? 0;
+function addPending(counts: PendingCounts, m: ModelRef, n: number): void {
+  let byModel = counts.get(m.taskType);
+  if (!byModel) counts.set(m.taskType, (byModel = new Map()));
+  byModel.set(m.modelName, (byModel.get(m.modelName) ?? 0) + n);
+}
 
 /**
  * Every task transition goes through here: one store transaction, then one event.
@@ -49,7 +56,7 @@ export class TaskQueue {
   private readonly wakeups = new LeaseWakeups();
   private readonly unsubscribe: () => void;
   /** Pending tasks per model as last read from the store's counters, plus local creates since. */
-  private pendingCounts = new Map<string, number>();
+  private pendingCounts: PendingCounts = new Map();
   private pendingCountsAt = 0;
   private pendingRefresh: Promise<void> | null = null;
   /** Completions observed per model, for processing-time metrics. */
@@ -111,8 +118,7 @@ export class TaskQueue {
     } else {
       task = await this.store.createTask(record);
     }
-    const k = pendingKey(input);
-    this.pendingCounts.set(k, (this.pendingCounts.get(k) ?? 0) + 1);
+    addPending(this.pendingCounts, input, 1);
     this.publish('created', task);
     return { task, replayed: false, queuePosition: ahead, estimatedCompletion: this.eta.estimate(input, ahead, now) };
   }
@@ -148,8 +154,8 @@ export class TaskQueue {
       this.pendingRefresh ??= this.store
         .counts()
         .then((rows) => {
-          const next = new Map<string, number>();
-          for (const r of rows) if (r.status === 'pending') next.set(pendingKey(r), r.current);
+          const next: PendingCounts = new Map();
+          for (const r of rows) if (r.status === 'pending') addPending(next, r, r.current);
           this.pendingCounts = next;
           this.pendingCountsAt = Date.now();
         })
@@ -158,7 +164,7 @@ export class TaskQueue {
         });
       await this.pendingRefresh;
     }
-    return Math.max(0, this.pendingCounts.get(pendingKey(model)) ?? 0);
+    return Math.max(0, pendingOf(this.pendingCounts, model));
   }
 
   async get(id: string): Promise<TaskRecord> {

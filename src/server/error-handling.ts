@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, ERROR_CODES, isAppError, type ErrorCode, type ErrorDetails } from '../core/errors.js';
+import { isoTime } from '../core/iso-time.js';
 
 export interface ErrorBody {
   error: { code: ErrorCode; message: string; details: ErrorDetails };
@@ -10,7 +11,7 @@ export interface ErrorBody {
 export function errorBody(requestId: string, code: ErrorCode, message?: string, details?: ErrorDetails): ErrorBody {
   // `details` is always there, as in the reference's error format, even when empty.
   const error: ErrorBody['error'] = { code, message: message ?? ERROR_CODES[code].message, details: details ?? {} };
-  return { error, timestamp: new Date().toISOString(), request_id: requestId };
+  return { error, timestamp: isoTime(Date.now()), request_id: requestId };
 }
 
 export function sendError(reply: FastifyReply, err: AppError): FastifyReply {

@@ -15,6 +15,8 @@ const esc = (s: string): string => s.replace(/\\/g, '\\\\').replace(/\n/g, '\\n'
 export class Metrics {
   readonly registry = new Registry();
   readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+  /** Children by route, status and method: finding one by its labels object costs more than observing. */
+  private readonly httpChildren = new Map<string, Map<number, Map<string, { observe(v: number): void }>>>();
   private readonly bucketCounts = new Array<number>(PROCESSING_BUCKETS.length).fill(0);
   private processingCount = 0;
   private processingSum = 0;
@@ -28,6 +30,16 @@ export class Metrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [this.registry],
     });
+  }
+
+  observeHttp(method: string, route: string, statusCode: number, seconds: number): void {
+    let byStatus = this.httpChildren.get(route);
+    if (!byStatus) this.httpChildren.set(route, (byStatus = new Map()));
+    let byMethod = byStatus.get(statusCode);
+    if (!byMethod) byStatus.set(statusCode, (byMethod = new Map()));
+    let child = byMethod.get(method);
+    if (!child) byMethod.set(method, (child = this.httpDuration.labels({ method, route, status_code: String(statusCode) })));
+    child.observe(seconds);
   }
 
   observeProcessing(seconds: number): void {

@@ -1,8 +1,9 @@
 import type { TaskSummary, WebhookDelivery } from '../core/store.js';
 import type { TaskRecord } from '../core/task.js';
 import type { Estimate } from '../scheduler/task-queue.js';
+import { isoTime } from '../core/iso-time.js';
 
-const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+const iso = (ms: number | null): string | null => (ms === null ? null : isoTime(ms));
 
 export function taskToJson(t: TaskRecord, est: Estimate, deliveries: WebhookDelivery[] = []) {
   return {
