@@ -20,7 +20,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { envNumber, fmt, freePort, fsyncProbe, measure, median, startNode, stopChild, table, waitForHttp, waitForQuiet } from './lib.mjs';
+import { envNumber, fmt, freePort, fsyncProbe, measure, median, startNode, stopChild, table, waitForHttp, waitForQuiet, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const DURATION = envNumber('BENCH_DURATION', 10);
 const SLICES = Math.max(1, Math.floor(envNumber('BENCH_SLICES', 5)));
@@ -91,7 +91,7 @@ console.log(`disk: fdatasync of 4 KiB in ${dir}: p50 ${fmt(probe.p50, 3)} ms, p9
 
 // (a) The service: fresh database, no rate limit, no embedded worker, no logs.
 const ourPort = await freePort();
-const ours = startNode('task-manager', ['dist/cli/main.js', 'serve'], {
+const ours = startNode('task-manager', [...SERVER_NODE_FLAGS, 'dist/cli/main.js', 'serve'], {
   PORT: String(ourPort),
   HOST: '127.0.0.1',
   DATABASE_URL: `sqlite:${dbPath}`,

@@ -8,12 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import readline from 'node:readline';
-import { ROOT, envNumber, freePort, waitForHttp, waitForQuiet } from './lib.mjs';
+import { ROOT, envNumber, freePort, waitForHttp, waitForQuiet, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const SAMPLES = envNumber('BENCH_LATENCY_SAMPLES', 500);
 const dir = mkdtempSync(join(tmpdir(), 'tm-bench-dispatch-'));
 const port = await freePort();
-const node = spawn(process.execPath, ['bench/fixtures/timed-node.mjs'], {
+const node = spawn(process.execPath, [...SERVER_NODE_FLAGS, 'bench/fixtures/timed-node.mjs'], {
   cwd: ROOT,
   env: {
     ...process.env,

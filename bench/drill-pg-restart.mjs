@@ -6,14 +6,14 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import pg from 'pg';
-import { freePort, startNode, stopChild, waitForHttp } from './lib.mjs';
+import { freePort, startNode, stopChild, waitForHttp, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const version = readdirSync('/etc/postgresql')[0];
 const schema = `drill_${randomBytes(4).toString('hex')}`;
 const port = await freePort();
 const url = `http://127.0.0.1:${port}`;
-const server = startNode('node', ['dist/cli/main.js', 'serve'], {
+const server = startNode('node', [...SERVER_NODE_FLAGS, 'dist/cli/main.js', 'serve'], {
   PORT: String(port),
   DATABASE_URL: PG_URL,
   TASK_MANAGER_PG_SCHEMA: schema,

@@ -24,7 +24,7 @@ import readline from 'node:readline';
 import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
 import { Queue } from 'bullmq';
-import { ROOT, envNumber, freePort, median, startNode, stopChild, waitForHttp, waitForQuiet } from './lib.mjs';
+import { ROOT, envNumber, freePort, median, startNode, stopChild, waitForHttp, waitForQuiet, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const N = envNumber('BENCH_TASKS', 20_000);
 const INFLIGHT = envNumber('BENCH_INFLIGHT', 50);
@@ -61,7 +61,7 @@ async function ours(dir, mode, round) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const db = join(dir, `${mode}-${round}.db`);
-  const server = startNode(`server-${mode}`, ['bench/fixtures/noop-node.mjs'], {
+  const server = startNode(`server-${mode}`, [...SERVER_NODE_FLAGS, 'bench/fixtures/noop-node.mjs'], {
     PORT: String(port),
     DATABASE_URL: `sqlite:${db}`,
     TASK_MANAGER_RATE_LIMIT: 'false',

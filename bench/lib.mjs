@@ -32,6 +32,12 @@ export function freePort() {
 }
 
 /** Spawns `node <args>` from the project root; its stderr is passed through, prefixed. */
+/**
+ * Node flags of `npm start`: servers under measurement run as users run them. A 64 MiB
+ * semi-space lets the short-lived objects of each request die young instead of being copied.
+ */
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=64'];
+
 export function startNode(label, args, env) {
   const child = spawn(process.execPath, args, {
     cwd: ROOT,

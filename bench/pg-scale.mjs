@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import readline from 'node:readline';
 import pg from 'pg';
-import { ROOT, envNumber, freePort, startNode, stopChild, waitForHttp, waitForQuiet } from './lib.mjs';
+import { ROOT, envNumber, freePort, startNode, stopChild, waitForHttp, waitForQuiet, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const { LocalEventBus } = await import(`${ROOT}dist/core/events.js`);
 const { PostgresTaskStore } = await import(`${ROOT}dist/store/postgres/postgres-store.js`);
@@ -66,10 +66,10 @@ async function crossNodeLatency() {
   const schema = `bench_${randomBytes(4).toString('hex')}`;
   const env = { DATABASE_URL: PG_URL, TASK_MANAGER_PG_SCHEMA: schema, TASK_MANAGER_RATE_LIMIT: 'false', TASK_MANAGER_LOG_LEVEL: 'warn' };
   const [pa, pb] = [await freePort(), await freePort()];
-  const a = startNode('node-a', ['bench/fixtures/timed-node.mjs'], { ...env, PORT: String(pa), TASK_MANAGER_EMBEDDED_WORKER: 'false' });
+  const a = startNode('node-a', [...SERVER_NODE_FLAGS, 'bench/fixtures/timed-node.mjs'], { ...env, PORT: String(pa), TASK_MANAGER_EMBEDDED_WORKER: 'false' });
   await waitForHttp(`http://127.0.0.1:${pa}/health`, a);
   const { spawn } = await import('node:child_process');
-  const b = spawn(process.execPath, ['bench/fixtures/timed-node.mjs'], { cwd: ROOT, env: { ...process.env, ...env, PORT: String(pb), TASK_MANAGER_WORKER_CONCURRENCY: '4' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const b = spawn(process.execPath, [...SERVER_NODE_FLAGS, 'bench/fixtures/timed-node.mjs'], { cwd: ROOT, env: { ...process.env, ...env, PORT: String(pb), TASK_MANAGER_WORKER_CONCURRENCY: '4' }, stdio: ['ignore', 'pipe', 'inherit'] });
   b.exited = new Promise((r) => b.once('exit', r));
   const starts = new Map();
   const waiters = new Map();

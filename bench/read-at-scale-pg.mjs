@@ -4,7 +4,7 @@
 // Ends with: pg_tasks=N list_pending_p99_ms=N list_all_p99_ms=N health_p99_ms=N
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { ROOT, envNumber, freePort, measure, rssMiB, startNode, stopChild, waitForHttp, waitForQuiet } from './lib.mjs';
+import { ROOT, envNumber, freePort, measure, rssMiB, startNode, stopChild, waitForHttp, waitForQuiet, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const { PostgresTaskStore } = await import(`${ROOT}dist/store/postgres/postgres-store.js`);
 const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -46,7 +46,7 @@ try {
 
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  server = startNode('server', ['dist/cli/main.js', 'serve'], {
+  server = startNode('server', [...SERVER_NODE_FLAGS, 'dist/cli/main.js', 'serve'], {
     PORT: String(port),
     DATABASE_URL: PG_URL,
     TASK_MANAGER_PG_SCHEMA: schema,

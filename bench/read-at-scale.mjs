@@ -17,7 +17,7 @@ import Database from 'better-sqlite3';
 import { newTaskId } from '../dist/core/ids.js';
 import { listOrderBy, SUMMARY_COLUMNS } from '../dist/store/rows.js';
 import { SqliteTaskStore } from '../dist/store/sqlite/sqlite-store.js';
-import { envNumber, fmt, freePort, measure, waitForQuiet, ROOT, rssMiB, startNode, stopChild, table, waitForHttp } from './lib.mjs';
+import { envNumber, fmt, freePort, measure, waitForQuiet, ROOT, rssMiB, startNode, stopChild, table, waitForHttp, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const TASKS = envNumber('BENCH_TASKS', 1_000_000);
 const DURATION = envNumber('BENCH_DURATION', 10);
@@ -287,7 +287,7 @@ for (const p of plans) console.log(`  ${p.name.padEnd(36)} ${fmt(p.medianMs, 3).
 
 const port = await freePort();
 const t0 = performance.now();
-server = startNode('task-manager', ['dist/cli/main.js', 'serve'], {
+server = startNode('task-manager', [...SERVER_NODE_FLAGS, 'dist/cli/main.js', 'serve'], {
   PORT: String(port),
   HOST: '127.0.0.1',
   DATABASE_URL: `sqlite:${dbPath}`,

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, envNumber, freePort, startNode, stopChild, waitForHttp, waitForQuiet } from './lib.mjs';
+import { ROOT, envNumber, freePort, startNode, stopChild, waitForHttp, waitForQuiet, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const { loadConfig } = await import(`${ROOT}dist/config.js`);
 const { ModelCatalog } = await import(`${ROOT}dist/core/catalog.js`);
@@ -47,7 +47,7 @@ async function overHttp(dir) {
   writeFileSync(catalog, JSON.stringify(catalogDoc));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const server = startNode('server', ['dist/cli/main.js', 'serve'], {
+  const server = startNode('server', [...SERVER_NODE_FLAGS, 'dist/cli/main.js', 'serve'], {
     PORT: String(port),
     DATABASE_URL: `sqlite:${join(dir, 'http.db')}`,
     TASK_MANAGER_MODELS: catalog,

@@ -5,13 +5,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { envNumber, freePort, rssMiB, startNode, stopChild, waitForHttp } from './lib.mjs';
+import { envNumber, freePort, rssMiB, startNode, stopChild, waitForHttp, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const N = envNumber('BENCH_SUBSCRIBERS', 10_000);
 const dir = mkdtempSync(join(tmpdir(), 'tm-bench-ws-'));
 const port = await freePort();
 const url = `http://127.0.0.1:${port}`;
-const server = startNode('server', ['dist/cli/main.js', 'serve'], {
+const server = startNode('server', [...SERVER_NODE_FLAGS, 'dist/cli/main.js', 'serve'], {
   PORT: String(port),
   DATABASE_URL: `sqlite:${join(dir, 'ws.db')}`,
   TASK_MANAGER_RATE_LIMIT: 'false',

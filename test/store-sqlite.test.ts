@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { newTaskId } from '../src/core/ids.js';
 import { SqliteTaskStore } from '../src/store/sqlite/sqlite-store.js';
+import { loadMigrations } from '../src/store/sql-files.js';
 import { runStoreConformance } from './conformance/store-conformance.js';
 import { tempDir } from './helpers/server.js';
 
@@ -69,6 +70,52 @@ describe('SqliteTaskStore specifics', () => {
     db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, ?, ?)').run('999_future', Date.now());
     db.close();
     expect(() => SqliteTaskStore.open({ path })).toThrow(/schema version 999 is newer/);
+    dir.cleanup();
+  });
+
+  it('upgrades a schema-6 database: rows kept, same checks, no temporary index on the write path', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'tasks.db');
+    const Database = (await import('better-sqlite3')).default;
+    const old = new Database(path);
+    old.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    for (const m of loadMigrations(new URL('../src/store/sqlite/migrations/', import.meta.url)).filter((m) => m.version <= 6)) {
+      old.exec(m.sql);
+      old.prepare('INSERT INTO schema_migrations VALUES (?, ?, ?)').run(m.version, m.name, Date.now());
+    }
+    const id = newTaskId();
+    old.prepare(
+      `INSERT INTO tasks (id, status, task_type, model_name, input_data, parameters, max_attempts, timeout_ms, created_at, updated_at, webhook_url, webhook_events)
+       VALUES (?, 'running', 'text_generation', 'm', '{"prompt":"p"}', '{}', 1, 1000, 1, 2, 'https://example.test/hook', '["completed"]')`,
+    ).run(id);
+    old.prepare("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', 'running', 2)").run(id);
+    old.prepare("INSERT INTO webhook_deliveries (task_id, event, url, next_attempt_at, created_at) VALUES (?, 'running', 'https://example.test/hook', 3, 3)").run(id);
+    old.close();
+
+    const store = SqliteTaskStore.open({ path });
+    const task = await store.getTask(id);
+    expect(task).toMatchObject({ status: 'running', inputData: { prompt: 'p' }, webhookUrl: 'https://example.test/hook', webhookEvents: ['completed'] });
+    expect((await store.listEvents(id, 0, 10)).map((e) => e.status)).toEqual(['running']);
+    await store.close();
+
+    const db = new Database(path);
+    expect(db.prepare('SELECT count(*) AS n FROM webhook_deliveries').get()).toEqual({ n: 1 });
+    expect(db.prepare('SELECT max(version) AS v FROM schema_migrations').get()).toEqual({ v: 7 });
+    // The checks still hold...
+    expect(() => db.prepare("UPDATE tasks SET status = 'lost' WHERE id = ?").run(id)).toThrow(/CHECK constraint/);
+    expect(() => db.prepare("INSERT INTO task_events (task_id, type, at) VALUES (?, 'other', 1)").run(id)).toThrow(/CHECK constraint/);
+    expect(() => db.prepare("UPDATE webhook_deliveries SET state = 'lost'").run()).toThrow(/CHECK constraint/);
+    // ...as plain comparisons: an IN list would open a temporary index on every write.
+    const plan = (sql: string, ...args: unknown[]) => (db.prepare(`EXPLAIN ${sql}`).all(...args) as Array<{ opcode: string }>).map((o) => o.opcode);
+    expect(plan("UPDATE tasks SET status = 'completed' WHERE id = ?", id)).not.toContain('OpenEphemeral');
+    expect(plan("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', 'completed', 1)", id)).not.toContain('OpenEphemeral');
+    expect(plan("UPDATE webhook_deliveries SET state = 'delivered' WHERE id = 1")).not.toContain('OpenEphemeral');
+    // Indexes and the delete trigger came back with the tables.
+    const names = (db.prepare("SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger') AND name NOT LIKE 'sqlite_%'").all() as Array<{ name: string }>).map((r) => r.name);
+    for (const n of ['tasks_lease', 'tasks_lease_expiry', 'tasks_status_created', 'tasks_created', 'tasks_type_created', 'tasks_model_created', 'tasks_running_deadline', 'tasks_count_delete', 'task_events_task', 'webhook_deliveries_due', 'webhook_deliveries_task']) {
+      expect(names).toContain(n);
+    }
+    db.close();
     dir.cleanup();
   });
 

@@ -3,5 +3,4 @@
 UPDATE tasks
    SET status = 'cancelled', cancelled_at = :now, completed_at = :now, updated_at = :now,
        lease_expires_at = NULL
- WHERE id = :id AND status IN ('pending', 'running')
-RETURNING *;
+ WHERE id = :id AND status IN ('pending', 'running');

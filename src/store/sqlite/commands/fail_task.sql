@@ -7,5 +7,4 @@ UPDATE tasks
        worker_id = CASE WHEN :retryable = 1 AND attempts < max_attempts THEN NULL ELSE worker_id END,
        error_code = :error_code, error_message = :error_message, updated_at = :now,
        lease_token = NULL, lease_expires_at = NULL
- WHERE id = :id AND lease_token = :lease_token AND status = 'running'
-RETURNING *;
+ WHERE id = :id AND lease_token = :lease_token AND status = 'running';

@@ -4,5 +4,4 @@ UPDATE tasks
    SET status = 'running', worker_id = :worker_id, lease_token = :lease_token,
        lease_expires_at = :lease_expires_at, started_at = :now, updated_at = :now,
        attempts = attempts + 1, progress = NULL
- WHERE seq = :seq AND status = 'pending'
-RETURNING *;
+ WHERE seq = :seq AND status = 'pending';

@@ -2,5 +2,4 @@
 UPDATE tasks
    SET status = 'pending', attempts = max(attempts - 1, 0), started_at = NULL, worker_id = NULL,
        lease_token = NULL, lease_expires_at = NULL, progress = NULL, updated_at = :now
- WHERE id = :id AND lease_token = :lease_token AND status = 'running'
-RETURNING *;
+ WHERE id = :id AND lease_token = :lease_token AND status = 'running';

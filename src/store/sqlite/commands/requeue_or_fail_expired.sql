@@ -8,5 +8,4 @@ UPDATE tasks
        error_message = CASE WHEN attempts < max_attempts THEN error_message
                        ELSE 'Worker stopped heartbeating on every attempt (' || attempts || ' of ' || max_attempts || ')' END,
        lease_token = NULL, lease_expires_at = NULL, progress = NULL, updated_at = :now
- WHERE seq = :seq AND status = 'running' AND lease_expires_at < :now
-RETURNING *;
+ WHERE seq = :seq AND status = 'running' AND lease_expires_at < :now;

@@ -1,0 +1,2 @@
+-- One task by its row number. Params: seq.
+SELECT * FROM tasks WHERE seq = :seq;
