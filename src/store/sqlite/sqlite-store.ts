@@ -41,6 +41,7 @@ import {
   type WorkerRow,
 } from '../rows.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
+import { shaped, type ShapedStatement } from './shaped-rows.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
 import { isUnavailable, newRecord, openConnection, SqliteWriter, type Outcome, type WriteOp } from './writer.js';
 
@@ -94,7 +95,8 @@ export class SqliteTaskStore implements TaskStore {
   readonly kind = 'sqlite' as const;
   private readonly db: Database.Database;
   private readonly stmt = {} as Record<Command, Database.Statement>;
-  private readonly listCache = new Map<string, { page: Database.Statement; total: Database.Statement }>();
+  private readonly listCache = new Map<string, { page: ShapedStatement<SummaryRow>; total: Database.Statement }>();
+  private readonly taskById: ShapedStatement<TaskRow>;
   /** Set for an in-memory database: writes run on this thread. */
   private readonly inline: SqliteWriter | null = null;
   private readonly thread: Worker | null = null;
@@ -123,6 +125,7 @@ export class SqliteTaskStore implements TaskStore {
     this.migrate();
     const sql = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
     for (const name of COMMANDS) this.stmt[name] = db.prepare(sql[name]);
+    this.taskById = shaped(this.stmt.get_task);
     if (opts.path === ':memory:') {
       this.inline = new SqliteWriter(db);
       if (opts.maxBytes) this.inline.setMaxBytes(opts.maxBytes);
@@ -288,7 +291,7 @@ export class SqliteTaskStore implements TaskStore {
 
   getTask(id: string): Promise<TaskRecord | null> {
     return this.read('get task', () => {
-      const row = this.stmt.get_task.get({ id }) as TaskRow | undefined;
+      const row = this.taskById.get({ id });
       return row ? rowToTask(row) : null;
     });
   }
@@ -305,8 +308,8 @@ export class SqliteTaskStore implements TaskStore {
       if (!stmts) {
         const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
         stmts = {
-          page: this.db.prepare(
-            `SELECT ${SUMMARY_COLUMNS} FROM tasks ${clause} ORDER BY ${listOrderBy(q.sortBy, q.sortOrder, 'seq')} LIMIT :limit OFFSET :offset`,
+          page: shaped(
+            this.db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM tasks ${clause} ORDER BY ${listOrderBy(q.sortBy, q.sortOrder, 'seq')} LIMIT :limit OFFSET :offset`),
           ),
           // The counters table answers every filter combination the API offers.
           total: this.db.prepare(`SELECT coalesce(sum(current), 0) AS n FROM task_counts ${clause}`),
@@ -314,7 +317,7 @@ export class SqliteTaskStore implements TaskStore {
         this.listCache.set(key, stmts);
       }
       const { limit: _l, offset: _o, ...filter } = params;
-      const tasks = (stmts.page.all(params) as SummaryRow[]).map(rowToSummary);
+      const tasks = stmts.page.all(params).map(rowToSummary);
       const total = (stmts.total.get(filter) as { n: number }).n;
       return { tasks, total };
     });

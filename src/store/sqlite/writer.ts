@@ -15,6 +15,7 @@ import type {
 import type { NewTask, TaskRecord } from '../../core/task.js';
 import { rowToDelivery, rowToEvent, rowToTask, rowToWorker, type DeliveryRow, type TaskRow, type WorkerRow } from '../rows.js';
 import { loadCommands } from '../sql-files.js';
+import { shaped, type ShapedStatement } from './shaped-rows.js';
 
 const COMMANDS = [
   'insert_task',
@@ -140,6 +141,8 @@ export function openConnection(path: string): Database.Database {
  */
 export class SqliteWriter {
   private readonly stmt = {} as Record<Command, Database.Statement>;
+  private readonly taskById: ShapedStatement<TaskRow>;
+  private readonly taskBySeq: ShapedStatement<TaskRow>;
   private readonly savepoint: { begin: Database.Statement; release: Database.Statement; rollback: Database.Statement };
   private readonly logStatus: Database.Statement;
   private readonly logOutput: Database.Statement;
@@ -156,6 +159,8 @@ export class SqliteWriter {
   constructor(readonly db: Database.Database) {
     const sql = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
     for (const name of COMMANDS) this.stmt[name] = db.prepare(sql[name]);
+    this.taskById = shaped(db.prepare(sql.get_task));
+    this.taskBySeq = shaped(db.prepare(sql.get_task_seq));
     this.savepoint = { begin: db.prepare('SAVEPOINT w'), release: db.prepare('RELEASE w'), rollback: db.prepare('ROLLBACK TO w') };
     this.logStatus = db.prepare("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', ?, ?)");
     this.logOutput = db.prepare('INSERT INTO task_events (task_id, type, progress, text, at) VALUES (?, ?, ?, ?, ?)');
@@ -261,17 +266,17 @@ export class SqliteWriter {
    */
   private updateById(cmd: Command, params: Record<string, unknown> & { id: string }): TaskRow | undefined {
     if (this.stmt[cmd].run(params).changes === 0) return undefined;
-    return this.stmt.get_task.get({ id: params.id }) as TaskRow;
+    return this.taskById.get({ id: params.id })!;
   }
 
   private updateBySeq(cmd: Command, params: Record<string, unknown> & { seq: number }): TaskRow | undefined {
     if (this.stmt[cmd].run(params).changes === 0) return undefined;
-    return this.stmt.get_task_seq.get({ seq: params.seq }) as TaskRow;
+    return this.taskBySeq.get({ seq: params.seq })!;
   }
 
   /** Explains a lease write that matched nothing: cancelled under the worker, or stale. */
   private leaseMiss(id: string, leaseToken: string): LeaseOutcome {
-    const row = this.stmt.get_task.get({ id }) as TaskRow | undefined;
+    const row = this.taskById.get({ id });
     if (row && row.status === 'cancelled' && row.lease_token === leaseToken) return { kind: 'cancelled', task: rowToTask(row) };
     return { kind: 'stale', task: row ? rowToTask(row) : null };
   }
@@ -295,7 +300,7 @@ export class SqliteWriter {
         const prior = this.idempotencyGet.get(w.key) as { fingerprint: string; task_id: string; created_at: number } | undefined;
         if (prior && prior.created_at > w.t.createdAt - w.ttlMs) {
           if (prior.fingerprint !== w.fingerprint) return { kind: 'conflict', taskId: prior.task_id } satisfies CreateOnceOutcome;
-          const row = this.stmt.get_task.get({ id: prior.task_id }) as TaskRow | undefined;
+          const row = this.taskById.get({ id: prior.task_id });
           if (row) return { kind: 'replayed', task: rowToTask(row) } satisfies CreateOnceOutcome;
         }
         const params = this.insertParams(w.t);
@@ -305,7 +310,7 @@ export class SqliteWriter {
         return { kind: 'created', task: newRecord(w.t) } satisfies CreateOnceOutcome;
       }
       case 'appendEvents': {
-        const row = this.stmt.get_task.get({ id: w.id }) as TaskRow | undefined;
+        const row = this.taskById.get({ id: w.id });
         if (!row || row.lease_token !== w.leaseToken) return { kind: 'stale', events: [] };
         if (row.status === 'cancelled') return { kind: 'cancelled', events: [] };
         if (row.status !== 'running') return { kind: 'stale', events: [] };
@@ -325,7 +330,7 @@ export class SqliteWriter {
         return { kind: 'ok', events: out };
       }
       case 'cancelTask': {
-        const before = this.stmt.get_task.get({ id: w.id }) as TaskRow | undefined;
+        const before = this.taskById.get({ id: w.id });
         if (!before) return { kind: 'not_found' } satisfies CancelOutcome;
         if (before.status === 'cancelled') return { kind: 'already_cancelled', task: rowToTask(before) } satisfies CancelOutcome;
         const row = this.updateById('cancel_task', { id: w.id, now: w.now });
