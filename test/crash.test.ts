@@ -82,6 +82,27 @@ describe('crash safety (separate server process, default synchronous=FULL)', () 
     }
   });
 
+  it('SIGTERM during a real llama.cpp generation exits 0 and gives the task back to the queue', async () => {
+    // node-llama-cpp loads signal-exit, which re-raises a signal when it sees no other
+    // listener: a one-shot handler of ours let the second delivery kill the process mid-shutdown.
+    const path = join(dir.path, 'llama-term.db');
+    const env = { DATABASE_URL: `sqlite:${path}`, TASK_MANAGER_RATE_LIMIT: 'false', TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: '0' };
+    const srv = await spawnServer(env);
+    const long = { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'Hello' }, parameters: { max_tokens: 30000 } };
+    const id = (await json(await post(`${srv.url}/tasks`, long))).task_id;
+    for (let i = 0; i < 200; i++) {
+      const t = await json(await fetch(`${srv.url}/tasks/${id}`));
+      if (t.status === 'running' && t.progress !== null) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect((await json(await fetch(`${srv.url}/tasks/${id}`))).status).toBe('running');
+    srv.child.kill('SIGTERM');
+    expect(await srv.exited).toEqual({ code: 0, signal: null });
+    const reopened = SqliteTaskStore.open({ path });
+    expect(await reopened.getTask(id)).toMatchObject({ status: 'pending', attempts: 0, workerId: null });
+    await reopened.close();
+  }, 30_000);
+
   it('closing the app requeues running work that does not finish within the grace period', async () => {
     const engine = new GateEngine();
     const path = join(dir.path, 'grace.db');

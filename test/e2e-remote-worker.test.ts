@@ -21,9 +21,9 @@ interface WorkerProc {
   exited: Promise<unknown>;
 }
 
-function startWorker(serverUrl: string, catalog: string, id: string, models: string): WorkerProc {
+function startWorker(serverUrl: string, catalog: string, id: string, models: string, env: Record<string, string> = {}): WorkerProc {
   const child = spawn(process.execPath, ['dist/cli/main.js', 'worker', '--server', serverUrl, '--models', models, '--models-file', catalog, '--id', id, '--concurrency', '1'], {
-    env: { ...process.env, TASK_MANAGER_WORKER_TOKEN: TOKEN, TASK_MANAGER_LOG_LEVEL: 'warn', TASK_MANAGER_LLAMA_THREADS: '1', TASK_MANAGER_LLAMA_GPU: 'false', TASK_MANAGER_LEASE_SECONDS: '2' },
+    env: { ...process.env, TASK_MANAGER_WORKER_TOKEN: TOKEN, TASK_MANAGER_LOG_LEVEL: 'warn', TASK_MANAGER_LLAMA_THREADS: '1', TASK_MANAGER_LLAMA_GPU: 'false', TASK_MANAGER_LEASE_SECONDS: '2', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -157,6 +157,38 @@ describe('server and remote workers over HTTP', () => {
     const { workers: list } = await json(await fetch(`${server.url}/workers`));
     expect(list.find((w: any) => w.worker_id === 'gpu-a').status).toBe('offline');
   }, 90_000);
+});
+
+describe('a worker process stopped with SIGTERM', () => {
+  it('mid-generation on llama.cpp, exits 0 and gives the task back to the queue', async () => {
+    const dir = tempDir();
+    const catalog = join(dir.path, 'models.json');
+    writeFileSync(catalog, JSON.stringify({ models: [{ name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'models/tiny-llama.gguf' } }] }));
+    const server = await spawnServer({
+      DATABASE_URL: `sqlite:${join(dir.path, 'term.db')}`,
+      TASK_MANAGER_MODELS: catalog,
+      TASK_MANAGER_EMBEDDED_WORKER: 'false',
+      TASK_MANAGER_WORKER_TOKEN: TOKEN,
+      TASK_MANAGER_RATE_LIMIT: 'false',
+    });
+    const worker = startWorker(server.url, catalog, 'gpu-term', 'tiny-llama', { TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: '0' });
+    try {
+      const t = await json(await post(`${server.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'Hello' }, parameters: { max_tokens: 30_000 } }));
+      await waitFor(async () => {
+        const now = await json(await fetch(`${server.url}/tasks/${t.task_id}`));
+        return now.status === 'running' && now.progress !== null;
+      }, 20_000, 'the generation to be under way');
+      worker.child.kill('SIGTERM');
+      const exit = await new Promise<[number | null, string | null]>((r) => worker.child.once('exit', (code, signal) => r([code, signal])));
+      expect(exit, worker.output()).toEqual([0, null]);
+      expect(await json(await fetch(`${server.url}/tasks/${t.task_id}`))).toMatchObject({ status: 'pending', attempts: 0, worker_id: null });
+    } finally {
+      if (worker.child.exitCode === null && worker.child.signalCode === null) worker.child.kill('SIGKILL');
+      server.child.kill('SIGKILL');
+      await server.exited;
+      dir.cleanup();
+    }
+  }, 60_000);
 });
 
 describe('worker protocol guards', () => {

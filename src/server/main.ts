@@ -23,8 +23,11 @@ export async function serve(config: Config, extra: Omit<AppOptions, 'config'> = 
       },
     );
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  // Listeners stay registered for the whole shutdown: a library that finds no other listener
+  // for a signal (signal-exit, loaded by node-llama-cpp) re-raises it, which would kill the
+  // process before running work is handed back. A repeated signal changes nothing.
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
   await app.listen({ port: config.port, host: config.host });
   return app;
 }

@@ -64,8 +64,10 @@ export async function runRemoteWorker(opts: RemoteWorkerOptions): Promise<Worker
         },
       );
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  // Kept for the whole stop: signal-exit (loaded by node-llama-cpp) re-raises a signal that
+  // has no other listener, which would kill the worker before its tasks are handed back.
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 
   // The server may not be up yet: keep trying to register.
   for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
