@@ -159,8 +159,8 @@ export class SqliteWriter {
   constructor(readonly db: Database.Database) {
     const sql = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
     for (const name of COMMANDS) this.stmt[name] = db.prepare(sql[name]);
-    this.taskById = shaped(db.prepare(sql.get_task));
-    this.taskBySeq = shaped(db.prepare(sql.get_task_seq));
+    this.taskById = shaped(this.stmt.get_task);
+    this.taskBySeq = shaped(this.stmt.get_task_seq);
     this.savepoint = { begin: db.prepare('SAVEPOINT w'), release: db.prepare('RELEASE w'), rollback: db.prepare('ROLLBACK TO w') };
     this.logStatus = db.prepare("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', ?, ?)");
     this.logOutput = db.prepare('INSERT INTO task_events (task_id, type, progress, text, at) VALUES (?, ?, ?, ?, ?)');
