@@ -1,9 +1,13 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { newTaskId, uuidv7 } from '../src/core/ids.js';
 import { isoTime } from '../src/core/iso-time.js';
 import { Metrics } from '../src/server/metrics.js';
 import { requestLogger } from '../src/server/request-log.js';
+import { createdJson } from '../src/server/serialize.js';
+import { newRecord } from '../src/store/sqlite/writer.js';
+import type { TaskRecord } from '../src/core/task.js';
 
 describe('isoTime', () => {
   const same = (t: number) => expect(isoTime(t)).toBe(new Date(t).toISOString());
@@ -83,17 +87,101 @@ describe('requestLogger', () => {
 });
 
 describe('Metrics.observeHttp', () => {
-  it('keeps one series per method, route and status', async () => {
+  it('keeps one series per method, route and status, with cumulative buckets, sum and count', async () => {
     const m = new Metrics();
     m.observeHttp('POST', '/tasks', 201, 0.002);
     m.observeHttp('POST', '/tasks', 201, 0.2);
     m.observeHttp('GET', '/tasks', 200, 0.0005);
     m.observeHttp('POST', '/tasks', 422, 0.001);
-    const text = await m.registry.metrics();
-    const count = (labels: string) => Number(new RegExp(`task_manager_http_request_duration_seconds_count\\{${labels}\\} (\\d+)`).exec(text)?.[1]);
-    expect(count('method="POST",route="/tasks",status_code="201"')).toBe(2);
-    expect(count('method="GET",route="/tasks",status_code="200"')).toBe(1);
-    expect(count('method="POST",route="/tasks",status_code="422"')).toBe(1);
-    expect(text).toMatch(/task_manager_http_request_duration_seconds_bucket\{le="0.0025",method="POST",route="\/tasks",status_code="201"\} 1/);
+    m.observeHttp('GET', '/tasks', 200, 7);
+    const text = await m.render([]);
+    const value = (series: string, labels: string) =>
+      Number(
+        new RegExp(`^task_manager_http_request_duration_seconds_${series}\\{${labels.replace(/[+.]/g, '\\$&')}\\} (\\S+)$`, 'm').exec(text)?.[1],
+      );
+    const post201 = 'method="POST",route="/tasks",status_code="201"';
+    expect(value('count', post201)).toBe(2);
+    expect(value('sum', post201)).toBeCloseTo(0.202, 9);
+    expect(value('count', 'method="GET",route="/tasks",status_code="200"')).toBe(2);
+    expect(value('count', 'method="POST",route="/tasks",status_code="422"')).toBe(1);
+    expect(value('bucket', `le="0.001",${post201}`)).toBe(0);
+    expect(value('bucket', `le="0.0025",${post201}`)).toBe(1);
+    expect(value('bucket', `le="0.1",${post201}`)).toBe(1);
+    expect(value('bucket', `le="0.25",${post201}`)).toBe(2);
+    expect(value('bucket', `le="+Inf",${post201}`)).toBe(2);
+    // A value on a bound counts in that bucket; one above every bound only in +Inf.
+    expect(value('bucket', 'le="0.001",method="POST",route="/tasks",status_code="422"')).toBe(1);
+    expect(value('bucket', 'le="2.5",method="GET",route="/tasks",status_code="200"')).toBe(1);
+    expect(value('bucket', 'le="+Inf",method="GET",route="/tasks",status_code="200"')).toBe(2);
+    expect(text).toMatch(/^# TYPE task_manager_http_request_duration_seconds histogram$/m);
+    // The process metrics still come with it.
+    expect(text).toMatch(/^task_manager_process_cpu_user_seconds_total /m);
+  });
+});
+
+describe('uuidv7', () => {
+  const RE = /^([0-9a-f]{8})-([0-9a-f]{4})-7([0-9a-f]{3})-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+  it('writes RFC 9562 version 7 ids whose first 48 bits are the time', () => {
+    const at = Date.now() + 10 ** 9; // ahead of any id made before in this file
+    for (const now of [at, at + 1, at + 86_400_000]) {
+      const m = RE.exec(uuidv7(now));
+      expect(m).not.toBeNull();
+      expect(parseInt(m![1] + m![2], 16)).toBe(now);
+    }
+  });
+
+  it('sorts in creation order within a millisecond, across milliseconds and past the counter', () => {
+    const base = Date.now() + 3 * 10 ** 9;
+    const ids: string[] = [];
+    for (let i = 0; i < 5000; i++) ids.push(uuidv7(base)); // more than the 12-bit counter holds
+    for (let i = 0; i < 50; i++) ids.push(uuidv7(base + 1 + Math.floor(i / 10)));
+    ids.push(uuidv7(base - 5)); // a clock step back still sorts after
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids) expect(id).toMatch(RE);
+  });
+
+  it('is unique over many calls', () => {
+    const ids = new Set<string>();
+    for (let i = 0; i < 100_000; i++) ids.add(newTaskId());
+    expect(ids.size).toBe(100_000);
+  });
+});
+
+describe('createdJson', () => {
+  const record = (over: Partial<TaskRecord>): TaskRecord => ({ ...newRecord({
+    id: newTaskId(),
+    taskType: 'text_generation',
+    modelName: 'tiny-llama',
+    inputData: { prompt: 'x' },
+    parameters: {},
+    priority: 0,
+    maxAttempts: 3,
+    timeoutMs: 60_000,
+    createdAt: Date.now(),
+  }), ...over });
+
+  it('writes the text JSON.stringify gives for the same fields, in the same order', () => {
+    const names = ['tiny-llama', 'a "quoted" \\ name', 'ünï\u2028cødé\n\t', '😀', ''];
+    const cases: Array<[TaskRecord, number | null, number | null]> = [];
+    for (const modelName of names) {
+      cases.push([record({ modelName }), Date.now() + 1234, 0]);
+      cases.push([record({ modelName, priority: -100, status: 'completed' as const }), null, null]);
+      cases.push([record({ modelName, priority: 100, createdAt: 0 }), 1.5, 41]);
+    }
+    for (const [t, eta, position] of cases) {
+      const expected = JSON.stringify({
+        task_id: t.id,
+        status: t.status,
+        task_type: t.taskType,
+        model_name: t.modelName,
+        priority: t.priority,
+        created_at: new Date(t.createdAt).toISOString(),
+        estimated_completion: eta === null ? null : new Date(eta).toISOString(),
+        queue_position: position,
+      });
+      expect(createdJson(t, eta, position)).toBe(expected);
+    }
   });
 });

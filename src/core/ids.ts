@@ -17,9 +17,20 @@ function random(n: number): Buffer {
   return out;
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+function randomByte(): number {
+  if (poolOffset >= POOL_SIZE) {
+    pool = randomBytes(POOL_SIZE);
+    poolOffset = 0;
+  }
+  return pool[poolOffset++];
+}
+
 /**
  * RFC 9562 UUIDv7: 48-bit millisecond timestamp, then a 12-bit counter so ids made in
- * the same millisecond still sort in creation order (keeps inserts index-local).
+ * the same millisecond still sort in creation order (keeps inserts index-local), then 62
+ * random bits. Written as text directly: no buffer per id (one is made on every create).
  */
 export function uuidv7(now = Date.now()): string {
   if (now <= lastMs) {
@@ -31,15 +42,14 @@ export function uuidv7(now = Date.now()): string {
     now = lastMs;
   } else {
     lastMs = now;
-    seq = random(2).readUInt16BE(0) & 0x3ff;
+    // A random start in the lower quarter leaves room for 3,000+ ids in this millisecond.
+    seq = ((randomByte() << 8) | randomByte()) & 0x3ff;
   }
-  const b = random(16);
-  b.writeUIntBE(now, 0, 6);
-  b[6] = 0x70 | ((seq >> 8) & 0x0f);
-  b[7] = seq & 0xff;
-  b[8] = 0x80 | (b[8] & 0x3f);
-  const h = b.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  const t = now.toString(16).padStart(12, '0');
+  const v = (0x7000 | seq).toString(16);
+  const r = HEX[0x80 | (randomByte() & 0x3f)] + HEX[randomByte()];
+  const tail = HEX[randomByte()] + HEX[randomByte()] + HEX[randomByte()] + HEX[randomByte()] + HEX[randomByte()] + HEX[randomByte()];
+  return `${t.slice(0, 8)}-${t.slice(8)}-${v}-${r}-${tail}`;
 }
 
 export const newTaskId = (now?: number): string => `task_${uuidv7(now)}`;

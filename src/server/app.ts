@@ -1,4 +1,3 @@
-import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -181,9 +180,17 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
   installErrorHandling(app, () => routes);
 
+  // A connection that never sent a request is not idle to Node: it would hold close() open
+  // until the headers timeout (a minute). Nothing is lost by dropping it.
+  const unused = new Set<Socket>();
+  app.server.on('connection', (s: Socket) => {
+    unused.add(s);
+    s.once('close', () => unused.delete(s));
+  });
   // Callback hooks: an async hook costs a promise and extra ticks on every request.
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
+    unused.delete(request.raw.socket);
     done();
   });
   app.addHook('onResponse', (request, reply, done) => {
@@ -249,14 +256,6 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     webhooks?.start();
     await worker?.start();
   });
-  // A connection that never sent a request is not idle to Node: it would hold close() open
-  // until the headers timeout (a minute). Nothing is lost by dropping it.
-  const unused = new Set<Socket>();
-  app.server.on('connection', (s: Socket) => {
-    unused.add(s);
-    s.once('close', () => unused.delete(s));
-  });
-  app.server.on('request', (req: IncomingMessage) => unused.delete(req.socket));
   app.addHook('preClose', async () => {
     for (const s of unused) s.destroy();
   });

@@ -1,45 +1,75 @@
-import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { CountRow } from '../core/store.js';
 import { TASK_STATUSES } from '../core/task.js';
 
 /** Processing-time buckets in seconds, printed as the API reference shows them (`le="1.0"`). */
 const PROCESSING_BUCKETS = [0.1, 0.5, 1, 5, 10, 30, 60, 300, 900];
+const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const HTTP_NAME = 'task_manager_http_request_duration_seconds';
+
+/** One label set of the HTTP latency histogram: counts per bucket (not cumulative), sum, count. */
+interface HttpSeries {
+  labels: string;
+  buckets: number[];
+  sum: number;
+  count: number;
+}
 
 const fmt = (n: number): string => (Number.isInteger(n) ? n.toFixed(1) : String(n));
 const esc = (s: string): string => s.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 
 /**
- * Task metrics are rendered here so their text matches the reference; process and HTTP
+ * Task and HTTP metrics are rendered here (task metrics so their text matches the reference;
+ * the HTTP histogram because prom-client validates and hashes the labels on every
+ * observation, which cost more than the rest of a small request's bookkeeping); process
  * metrics come from prom-client.
  */
 export class Metrics {
   readonly registry = new Registry();
-  readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
-  /** Children by route, status and method: finding one by its labels object costs more than observing. */
-  private readonly httpChildren = new Map<string, Map<number, Map<string, { observe(v: number): void }>>>();
+  /** Series by route, status and method, created on first use. */
+  private readonly http = new Map<string, Map<number, Map<string, HttpSeries>>>();
+  private readonly httpSeries: HttpSeries[] = [];
   private readonly bucketCounts = new Array<number>(PROCESSING_BUCKETS.length).fill(0);
   private processingCount = 0;
   private processingSum = 0;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'task_manager_' });
-    this.httpDuration = new Histogram({
-      name: 'task_manager_http_request_duration_seconds',
-      help: 'HTTP request latency',
-      labelNames: ['method', 'route', 'status_code'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers: [this.registry],
-    });
   }
 
   observeHttp(method: string, route: string, statusCode: number, seconds: number): void {
-    let byStatus = this.httpChildren.get(route);
-    if (!byStatus) this.httpChildren.set(route, (byStatus = new Map()));
+    let byStatus = this.http.get(route);
+    if (!byStatus) this.http.set(route, (byStatus = new Map()));
     let byMethod = byStatus.get(statusCode);
     if (!byMethod) byStatus.set(statusCode, (byMethod = new Map()));
-    let child = byMethod.get(method);
-    if (!child) byMethod.set(method, (child = this.httpDuration.labels({ method, route, status_code: String(statusCode) })));
-    child.observe(seconds);
+    let series = byMethod.get(method);
+    if (!series) {
+      series = { labels: `method="${esc(method)}",route="${esc(route)}",status_code="${statusCode}"`, buckets: HTTP_BUCKETS.map(() => 0), sum: 0, count: 0 };
+      byMethod.set(method, series);
+      this.httpSeries.push(series);
+    }
+    let i = 0;
+    while (i < HTTP_BUCKETS.length && seconds > HTTP_BUCKETS[i]) i++;
+    if (i < HTTP_BUCKETS.length) series.buckets[i]++;
+    series.sum += seconds;
+    series.count++;
+  }
+
+  /** The HTTP histogram in the exposition format prom-client writes (`le` first, cumulative buckets). */
+  private renderHttp(lines: string[]): void {
+    lines.push(`# HELP ${HTTP_NAME} HTTP request latency`);
+    lines.push(`# TYPE ${HTTP_NAME} histogram`);
+    for (const s of this.httpSeries) {
+      let acc = 0;
+      HTTP_BUCKETS.forEach((b, i) => {
+        acc += s.buckets[i];
+        lines.push(`${HTTP_NAME}_bucket{le="${b}",${s.labels}} ${acc}`);
+      });
+      lines.push(`${HTTP_NAME}_bucket{le="+Inf",${s.labels}} ${s.count}`);
+      lines.push(`${HTTP_NAME}_sum{${s.labels}} ${s.sum}`);
+      lines.push(`${HTTP_NAME}_count{${s.labels}} ${s.count}`);
+    }
+    lines.push('');
   }
 
   observeProcessing(seconds: number): void {
@@ -81,6 +111,7 @@ export class Metrics {
     lines.push(`task_manager_processing_time_seconds_sum ${this.processingSum}`);
     lines.push(`task_manager_processing_time_seconds_count ${this.processingCount}`);
     lines.push('');
+    this.renderHttp(lines);
     return `${lines.join('\n')}\n${await this.registry.metrics()}`;
   }
 }

@@ -51,4 +51,16 @@ export function summaryToJson(t: TaskSummary) {
   };
 }
 
+/**
+ * The 201 body of a create, as text. Ids, statuses, task types and timestamps are ours and
+ * need no escaping; the model name is escaped by JSON.stringify.
+ */
+export function createdJson(t: TaskRecord, estimatedCompletion: number | null, queuePosition: number | null): string {
+  const eta = estimatedCompletion === null ? 'null' : `"${isoTime(estimatedCompletion)}"`;
+  return (
+    `{"task_id":"${t.id}","status":"${t.status}","task_type":"${t.taskType}","model_name":${JSON.stringify(t.modelName)},` +
+    `"priority":${t.priority},"created_at":"${isoTime(t.createdAt)}","estimated_completion":${eta},"queue_position":${queuePosition}}`
+  );
+}
+
 export { iso };

@@ -16,7 +16,7 @@ import { Type } from '@sinclair/typebox';
 import type { TaskRecord } from '../../core/task.js';
 import { validateWebhookUrl } from '../../webhooks/url-guard.js';
 import { preferWaitMs } from '../prefer.js';
-import { iso, summaryToJson, taskToJson } from '../serialize.js';
+import { createdJson, iso, summaryToJson, taskToJson } from '../serialize.js';
 
 const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,255}$/;
 
@@ -126,17 +126,10 @@ export const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const task = await queue.waitUntilFinal(created.task.id, waitMs, closedSignal(reply));
         return taskToJson(task, await queue.estimate(task), await deliveriesOf(task));
       }
-      const { task, estimatedCompletion, queuePosition } = created;
-      return {
-        task_id: task.id,
-        status: task.status,
-        task_type: task.taskType,
-        model_name: task.modelName,
-        priority: task.priority,
-        created_at: iso(task.createdAt)!,
-        estimated_completion: iso(estimatedCompletion),
-        queue_position: queuePosition,
-      };
+      // The hot path's answer, written out: the same text the response schema's serializer gives.
+      // (Typed as the schema's object; Fastify sends text with a JSON content type as it is.)
+      reply.header('content-type', 'application/json; charset=utf-8');
+      return reply.send(createdJson(created.task, created.estimatedCompletion, created.queuePosition) as never);
     },
   );
 

@@ -43,7 +43,7 @@ import {
 import { loadCommands, loadMigrations } from '../sql-files.js';
 import { shaped, type ShapedStatement } from './shaped-rows.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
-import { isUnavailable, newRecord, openConnection, SqliteWriter, type Outcome, type WriteOp } from './writer.js';
+import { insertRow, isUnavailable, newRecord, openConnection, SqliteWriter, type CreatedOnce, type Outcome, type WriteOp } from './writer.js';
 
 /** Statements the read side prepares; writes have their own (writer.ts). */
 const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times'] as const;
@@ -215,18 +215,24 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   private onWriterMessage(m: FromWriter): void {
-    if (m.type === 'done') this.acknowledge(m.ids, m.outcomes.map((o) => (o.ok ? o : { ok: false as const, err: fromWire(o.err) })));
+    if (m.type === 'done') this.acknowledge(m.ids, m.outcomes?.map((o) => (o.ok ? o : { ok: false as const, err: fromWire(o.err) })) ?? null);
     else if (m.type === 'failed') this.failAll(m.ids, fromWire(m.err), /fdatasync/.test(m.err.message) ? 'write not durable' : 'write failed');
     else if (m.type === 'fatal') this.writerDown(fromWire(m.err));
   }
 
-  /** A committed group: each write gets its own outcome. */
-  private acknowledge(ids: number[], outcomes: Outcome[]): void {
+  /** A committed group: each write gets its own outcome (null: every write succeeded with no value). */
+  private acknowledge(ids: number[], outcomes: Outcome[] | null): void {
     this.writeFailure = null;
-    ids.forEach((id, i) => {
-      const o = outcomes[i];
-      this.settle(id, (w) => (o.ok ? w.resolve(o.value) : w.reject(o.err)));
-    });
+    for (let i = 0; i < ids.length; i++) {
+      const w = this.waiting.get(ids[i]);
+      if (!w) continue;
+      this.waiting.delete(ids[i]);
+      const o = outcomes?.[i];
+      if (!o) w.resolve(undefined);
+      else if (o.ok) w.resolve(o.value);
+      else w.reject(o.err);
+    }
+    if (this.waiting.size === 0) this.thread?.unref();
   }
 
   /** A group that did not commit (or did not reach the disk): every write in it fails. */
@@ -253,11 +259,13 @@ export class SqliteTaskStore implements TaskStore {
 
 
   createTask(t: NewTask): Promise<TaskRecord> {
-    return this.write<void>({ op: 'createTask', t }).then(() => newRecord(t));
+    return this.write<void>({ op: 'createTask', row: insertRow(t) }).then(() => newRecord(t));
   }
 
   createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
-    return this.write({ op: 'createTaskOnce', t, key, fingerprint, ttlMs });
+    return this.write<CreateOnceOutcome | CreatedOnce>({ op: 'createTaskOnce', row: insertRow(t), key, fingerprint, ttlMs }).then((o) =>
+      o.kind === 'created' ? { kind: 'created', task: newRecord(t) } : o,
+    );
   }
 
   appendEvents(

@@ -23,7 +23,8 @@ export interface WireError {
 
 /** From this thread to the store. */
 export type FromWriter =
-  | { type: 'done'; ids: number[]; outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: WireError }> }
+  /** outcomes: null when every write succeeded with no value (creates), the common case. */
+  | { type: 'done'; ids: number[]; outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: WireError }> | null }
   | { type: 'failed'; ids: number[]; err: WireError }
   | { type: 'fatal'; err: WireError }
   | { type: 'closed' };
@@ -82,18 +83,15 @@ function flush(): void {
     port.postMessage({ type: 'failed', ids: batch.map((b) => b.id), err: toWire(err) } satisfies FromWriter);
     return;
   }
-  const now: FromWriter & { type: 'done' } = { type: 'done', ids: [], outcomes: [] };
-  const later: FromWriter & { type: 'done' } = { type: 'done', ids: [], outcomes: [] };
+  const now = new Reply();
+  const later = new Reply();
   batch.forEach((b, i) => {
     const o = outcomes[i];
-    const wire = o.ok ? o : { ok: false as const, err: toWire(o.err) };
-    const to = o.ok && init.walPath && isDurable(b.op) ? later : now;
-    to.ids.push(b.id);
-    to.outcomes.push(wire);
+    (o.ok && init.walPath && isDurable(b.op) ? later : now).add(b.id, o);
   });
   // Worker-side writes are acknowledged on commit; creates and cancels once the WAL is on
   // disk. The fdatasync blocks this thread only: what arrives meanwhile is the next group.
-  if (now.ids.length) port.postMessage(now);
+  if (now.ids.length) port.postMessage(now.message());
   if (!later.ids.length) return;
   try {
     walFd ??= openSync(init.walPath!, 'r');
@@ -104,7 +102,24 @@ function flush(): void {
     port.postMessage({ type: 'failed', ids: later.ids, err: { name: 'SqliteError', message: `fdatasync failed: ${String(err)}`, code: 'SQLITE_IOERR' } } satisfies FromWriter);
     return;
   }
-  port.postMessage(later);
+  port.postMessage(later.message());
+}
+
+/** A 'done' message being built; its outcomes are sent only if one of them says something. */
+class Reply {
+  readonly ids: number[] = [];
+  private readonly outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: WireError }> = [];
+  private plain = true;
+
+  add(id: number, o: Outcome): void {
+    this.ids.push(id);
+    this.outcomes.push(o.ok ? o : { ok: false, err: toWire(o.err) });
+    if (!o.ok || o.value !== undefined) this.plain = false;
+  }
+
+  message(): FromWriter {
+    return { type: 'done', ids: this.ids, outcomes: this.plain ? null : this.outcomes };
+  }
 }
 
 function closeQuietly(fd: number): void {
