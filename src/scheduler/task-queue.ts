@@ -91,7 +91,8 @@ export class TaskQueue {
   /** With `idempotency`, a retried request returns the first task (`replayed`) instead of a new one. */
   async create(input: CreateTaskInput, idempotency?: Idempotency): Promise<{ task: TaskRecord; replayed: boolean } & Estimate> {
     const now = Date.now();
-    const ahead = await this.pendingAhead(input);
+    // Fresh counts are read without an await: a create should not cost an extra turn.
+    const ahead = now - this.pendingCountsAt > 250 ? await this.pendingAhead(input) : Math.max(0, pendingOf(this.pendingCounts, input));
     const record = {
       id: newTaskId(now),
       taskType: input.taskType,

@@ -65,6 +65,8 @@ export interface SqliteStoreOptions {
 interface Waiting {
   resolve: (value: any) => void;
   reject: (err: unknown) => void;
+  /** What the promise resolves with when the write's outcome carries no value. */
+  value: unknown;
 }
 
 function wrap(err: unknown, what: string): unknown {
@@ -173,13 +175,13 @@ export class SqliteTaskStore implements TaskStore {
    * Queues a write; the writes of one turn of the event loop go to the writer in one message,
    * and the writer commits whatever reached it together (group commit).
    */
-  private write<T>(op: WriteOp): Promise<T> {
+  private write<T>(op: WriteOp, value?: T): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
     if (this.threadDown) return Promise.reject(wrap(this.threadDown, 'write failed'));
     return new Promise<T>((resolve, reject) => {
       const id = this.nextId++;
       if (this.waiting.size === 0) this.thread?.ref();
-      this.waiting.set(id, { resolve, reject });
+      this.waiting.set(id, { resolve, reject, value });
       this.outbox.ids.push(id);
       this.outbox.ops.push(op);
       if (!this.immediateScheduled) {
@@ -228,8 +230,8 @@ export class SqliteTaskStore implements TaskStore {
       if (!w) continue;
       this.waiting.delete(ids[i]);
       const o = outcomes?.[i];
-      if (!o) w.resolve(undefined);
-      else if (o.ok) w.resolve(o.value);
+      if (!o) w.resolve(w.value);
+      else if (o.ok) w.resolve(o.value === undefined ? w.value : o.value);
       else w.reject(o.err);
     }
     if (this.waiting.size === 0) this.thread?.unref();
@@ -259,7 +261,7 @@ export class SqliteTaskStore implements TaskStore {
 
 
   createTask(t: NewTask): Promise<TaskRecord> {
-    return this.write<void>({ op: 'createTask', row: insertRow(t) }).then(() => newRecord(t));
+    return this.write({ op: 'createTask', row: insertRow(t) }, newRecord(t));
   }
 
   createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {

@@ -193,6 +193,8 @@ export class SqliteWriter {
   /** Status moves of the write running now, and of the batch so far (summed per key). */
   private opMoves: Array<[string, number, number]> = [];
   private batchMoves = new Map<string, [number, number]>();
+  /** Made once: better-sqlite3 defines a property set on every transaction function it makes. */
+  private readonly batch: Database.Transaction<(ops: WriteOp[], isolated: boolean) => Outcome[]>;
 
   constructor(readonly db: Database.Database) {
     const sql = loadCommands(new URL('./commands/', import.meta.url), COMMANDS);
@@ -216,6 +218,7 @@ export class SqliteWriter {
     );
     this.idempotencyGet = db.prepare('SELECT fingerprint, task_id, created_at FROM idempotency_keys WHERE key = ?');
     this.idempotencyPut = db.prepare('INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?)');
+    this.batch = db.transaction((ops: WriteOp[], isolated: boolean) => this.runBatch(ops, isolated));
   }
 
   /**
@@ -225,10 +228,10 @@ export class SqliteWriter {
    */
   execute(ops: WriteOp[]): Outcome[] {
     try {
-      return this.db.transaction(() => this.runBatch(ops, false)).immediate();
+      return this.batch.immediate(ops, false);
     } catch (err) {
       if (!(err instanceof BatchRetry)) throw err;
-      return this.db.transaction(() => this.runBatch(ops, true)).immediate();
+      return this.batch.immediate(ops, true);
     }
   }
 
