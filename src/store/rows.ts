@@ -1,4 +1,4 @@
-import type { TaskRecord, TaskStatus, TaskType } from '../core/task.js';
+import type { NewTask, TaskRecord, TaskStatus, TaskType } from '../core/task.js';
 import type { ArtifactMeta, TaskSummary, WorkerRecord } from '../core/store.js';
 
 /** Column names are the same in both stores. */
@@ -177,3 +177,38 @@ export function rowToDelivery(r: DeliveryRow): import('../core/store.js').Webhoo
     deliveredAt: numOrNull(r.delivered_at),
   };
 }
+
+/**
+ * A task row to insert, in the order of both stores' insert_task.sql parameters. On SQLite
+ * this flat array of primitives crosses to the writer thread for a fraction of what an
+ * object with nested input costs to clone, and binds by position without a lookup per name.
+ */
+export type InsertRow = [
+  id: string,
+  taskType: string,
+  modelName: string,
+  inputData: string,
+  parameters: string,
+  priority: number,
+  maxAttempts: number,
+  timeoutMs: number,
+  createdAt: number,
+  updatedAt: number,
+  webhookUrl: string | null,
+  webhookEvents: string | null,
+];
+
+export const insertRow = (t: NewTask): InsertRow => [
+  t.id,
+  t.taskType,
+  t.modelName,
+  JSON.stringify(t.inputData),
+  JSON.stringify(t.parameters),
+  t.priority,
+  t.maxAttempts,
+  t.timeoutMs,
+  t.createdAt,
+  t.createdAt,
+  t.webhookUrl ?? null,
+  t.webhookEvents ? JSON.stringify(t.webhookEvents) : null,
+];

@@ -22,6 +22,7 @@ import type {
 } from '../../core/store.js';
 import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js';
 import {
+  insertRow,
   listOrderBy,
   rowToArtifactMeta,
   rowToDelivery,
@@ -146,24 +147,8 @@ export class PostgresTaskStore implements TaskStore {
     return this.q<R>(name, SQL[name], params);
   }
 
-  private insertParams(t: NewTask): unknown[] {
-    return [
-      t.id,
-      t.taskType,
-      t.modelName,
-      JSON.stringify(t.inputData),
-      JSON.stringify(t.parameters),
-      t.priority,
-      t.maxAttempts,
-      t.timeoutMs,
-      t.createdAt,
-      t.webhookUrl ?? null,
-      t.webhookEvents ? JSON.stringify(t.webhookEvents) : null,
-    ];
-  }
-
   async createTask(t: NewTask): Promise<TaskRecord> {
-    const [row] = await this.run<TaskRow>('insert_task', this.insertParams(t));
+    const [row] = await this.run<TaskRow>('insert_task', insertRow(t));
     return rowToTask(row);
   }
 
@@ -187,7 +172,7 @@ export class PostgresTaskStore implements TaskStore {
       );
       let out: CreateOnceOutcome;
       if (claim.rows.length === 1) {
-        const { rows } = await client.query<TaskRow>(SQL.insert_task, this.insertParams(t));
+        const { rows } = await client.query<TaskRow>(SQL.insert_task, insertRow(t));
         out = { kind: 'created', task: rowToTask(rows[0]) };
       } else {
         const { rows } = await client.query<{ fingerprint: string; task_id: string }>('SELECT fingerprint, task_id FROM idempotency_keys WHERE key = $1', [key]);

@@ -25,6 +25,7 @@ import type {
 } from '../../core/store.js';
 import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js';
 import {
+  insertRow,
   listOrderBy,
   rowToArtifactMeta,
   rowToDelivery,
@@ -43,7 +44,7 @@ import {
 import { loadCommands, loadMigrations } from '../sql-files.js';
 import { shaped, type ShapedStatement } from './shaped-rows.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
-import { insertRow, isUnavailable, newRecord, openConnection, SqliteWriter, type CreatedOnce, type Outcome, type WriteOp } from './writer.js';
+import { isUnavailable, newRecord, openConnection, SqliteWriter, type CreatedOnce, type Outcome, type WriteOp } from './writer.js';
 
 /** Statements the read side prepares; writes have their own (writer.ts). */
 const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times'] as const;

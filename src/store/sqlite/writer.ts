@@ -13,7 +13,7 @@ import type {
   WorkerRecord,
 } from '../../core/store.js';
 import type { NewTask, TaskRecord } from '../../core/task.js';
-import { rowToDelivery, rowToEvent, rowToTask, rowToWorker, type DeliveryRow, type TaskRow, type WorkerRow } from '../rows.js';
+import { rowToDelivery, rowToEvent, rowToTask, rowToWorker, type DeliveryRow, type InsertRow, type TaskRow, type WorkerRow } from '../rows.js';
 import { loadCommands } from '../sql-files.js';
 import { shaped, type ShapedStatement } from './shaped-rows.js';
 
@@ -35,41 +35,6 @@ const COMMANDS = [
   'record_delivery',
 ] as const;
 type Command = (typeof COMMANDS)[number];
-
-/**
- * A task row to insert, in the order of insert_task.sql's parameters. A flat array of
- * primitives crosses to the writer thread for a fraction of what an object with nested
- * input costs to clone, and binds by position without a lookup per name.
- */
-export type InsertRow = [
-  id: string,
-  taskType: string,
-  modelName: string,
-  inputData: string,
-  parameters: string,
-  priority: number,
-  maxAttempts: number,
-  timeoutMs: number,
-  createdAt: number,
-  updatedAt: number,
-  webhookUrl: string | null,
-  webhookEvents: string | null,
-];
-
-export const insertRow = (t: NewTask): InsertRow => [
-  t.id,
-  t.taskType,
-  t.modelName,
-  JSON.stringify(t.inputData),
-  JSON.stringify(t.parameters),
-  t.priority,
-  t.maxAttempts,
-  t.timeoutMs,
-  t.createdAt,
-  t.createdAt,
-  t.webhookUrl ?? null,
-  t.webhookEvents ? JSON.stringify(t.webhookEvents) : null,
-];
 
 /** One write, as data: it crosses to the writer thread by structured clone. */
 export type WriteOp =

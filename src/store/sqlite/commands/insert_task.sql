@@ -1,5 +1,5 @@
 -- Inserts one pending task.
--- Params, by position (InsertRow in writer.ts): id, task_type, model_name, input_data (JSON),
+-- Params, by position (InsertRow in src/store/rows.ts): id, task_type, model_name, input_data (JSON),
 --   parameters (JSON), priority, max_attempts, timeout_ms, created_at, updated_at (the same),
 --   webhook_url, webhook_events (JSON or NULL).
 INSERT INTO tasks (id, status, task_type, model_name, input_data, parameters, priority,
