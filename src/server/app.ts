@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -63,6 +63,21 @@ export interface AppOptions {
 }
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Observes each finished request's latency where Fastify already reports it, instead of in
+ * an `onResponse` hook (running a hook cost more than the observation).
+ */
+class MetricsLogController extends LogController {
+  constructor(private readonly metrics: Metrics) {
+    super();
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    this.metrics.observeHttp(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+    super.requestCompleted(error, request, reply);
+  }
+}
 const RATE_LIMIT_EXEMPT = new Set(['/health', '/metrics']);
 
 export interface Backend {
@@ -126,6 +141,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
 
   const app = Fastify({
     logger: opts.logger ?? { level: config.logLevel },
+    // Fastify reports finished requests to its log controller only when it has a logger.
+    logController: opts.logger === false ? undefined : new MetricsLogController(metrics),
     childLoggerFactory: requestLogger,
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.trustProxy,
@@ -193,10 +210,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     unused.delete(request.raw.socket);
     done();
   });
-  app.addHook('onResponse', (request, reply, done) => {
-    metrics.observeHttp(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
-    done();
-  });
+  if (opts.logger === false) {
+    app.addHook('onResponse', (request, reply, done) => {
+      metrics.observeHttp(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+      done();
+    });
+  }
   queue.onFinished.add((t) => {
     if (t.startedAt !== null && t.completedAt !== null) metrics.observeProcessing((t.completedAt - t.startedAt) / 1000);
   });
