@@ -1,12 +1,9 @@
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { newTaskId, uuidv7 } from '../src/core/ids.js';
 import { isoTime } from '../src/core/iso-time.js';
-import { loadConfig } from '../src/config.js';
-import { buildApp } from '../src/server/app.js';
-import { tempDir, TEST_CATALOG } from './helpers/server.js';
+import { startServer } from './helpers/server.js';
 import { Metrics } from '../src/server/metrics.js';
 import { requestLogger } from '../src/server/request-log.js';
 import { createdJson } from '../src/server/serialize.js';
@@ -193,34 +190,23 @@ describe('createdJson', () => {
 describe('HTTP latency metrics through a listening server', () => {
   for (const logger of [undefined, false] as const) {
     it(`counts every finished request by route and status (logger ${logger === false ? 'off' : 'on'})`, async () => {
-      const dir = tempDir();
-      const config = loadConfig({
-        DATABASE_URL: `sqlite:${join(dir.path, 'tasks.db')}`,
-        TASK_MANAGER_RATE_LIMIT: 'false',
-        TASK_MANAGER_LOG_LEVEL: 'silent',
-        TASK_MANAGER_SQLITE_SYNCHRONOUS: 'NORMAL',
-        TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: '0',
-      });
-      const app = await buildApp({ config, catalog: TEST_CATALOG, logger });
+      const srv = await startServer({ logger });
       try {
-        await app.listen({ port: 0, host: '127.0.0.1' });
-        const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
         const body = JSON.stringify({ task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'hi' } });
         for (let i = 0; i < 3; i++) {
-          const res = await fetch(`${url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+          const res = await fetch(`${srv.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
           expect(res.status).toBe(201);
         }
-        expect((await fetch(`${url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })).status).toBe(400);
-        expect((await fetch(`${url}/no-such-route`)).status).toBe(404);
-        const text = await (await fetch(`${url}/metrics`)).text();
+        expect((await fetch(`${srv.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })).status).toBe(400);
+        expect((await fetch(`${srv.url}/no-such-route`)).status).toBe(404);
+        const text = await (await fetch(`${srv.url}/metrics`)).text();
         const count = (labels: string) =>
           Number(new RegExp(`^task_manager_http_request_duration_seconds_count\\{${labels}\\} (\\d+)$`, 'm').exec(text)?.[1]);
         expect(count('method="POST",route="/tasks",status_code="201"')).toBe(3);
         expect(count('method="POST",route="/tasks",status_code="400"')).toBe(1);
         expect(count('method="GET",route="unmatched",status_code="404"')).toBe(1);
       } finally {
-        await app.close();
-        dir.cleanup();
+        await srv.close();
       }
     });
   }

@@ -32,7 +32,7 @@ export interface TestServer {
 
 /** A real listening server on a random port, SQLite in a temp dir, rate limits off unless asked. */
 export async function startServer(
-  opts: { env?: Record<string, string>; engines?: Record<string, Engine>; store?: TaskStore; catalog?: ModelCatalog } = {},
+  opts: { env?: Record<string, string>; engines?: Record<string, Engine>; store?: TaskStore; catalog?: ModelCatalog; logger?: false } = {},
 ): Promise<TestServer> {
   const dir = tempDir();
   const config = loadConfig({
@@ -44,7 +44,7 @@ export async function startServer(
     PORT: '0',
     ...opts.env,
   });
-  const app = await buildApp({ config, engines: opts.engines, store: opts.store, catalog: opts.catalog ?? TEST_CATALOG });
+  const app = await buildApp({ config, engines: opts.engines, store: opts.store, catalog: opts.catalog ?? TEST_CATALOG, logger: opts.logger });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;
