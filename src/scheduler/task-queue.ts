@@ -91,8 +91,9 @@ export class TaskQueue {
   /** With `idempotency`, a retried request returns the first task (`replayed`) instead of a new one. */
   async create(input: CreateTaskInput, idempotency?: Idempotency): Promise<{ task: TaskRecord; replayed: boolean } & Estimate> {
     const now = Date.now();
-    // Fresh counts are read without an await: a create should not cost an extra turn.
-    const ahead = now - this.pendingCountsAt > 250 ? await this.pendingAhead(input) : Math.max(0, pendingOf(this.pendingCounts, input));
+    // Fresh counts come back as a number: a create should not cost an extra turn to await them.
+    const counted = this.pendingAhead(input, now);
+    const ahead = typeof counted === 'number' ? counted : await counted;
     const record = {
       id: newTaskId(now),
       taskType: input.taskType,
@@ -150,8 +151,8 @@ export class TaskQueue {
    * Tasks of the same model already pending, from the store's counters refreshed at most
    * every 250 ms: an estimate must not cost a count on the create path.
    */
-  private async pendingAhead(model: ModelRef): Promise<number> {
-    if (Date.now() - this.pendingCountsAt > 250) {
+  private pendingAhead(model: ModelRef, now: number): number | Promise<number> {
+    if (now - this.pendingCountsAt > 250) {
       this.pendingRefresh ??= this.store
         .counts()
         .then((rows) => {
@@ -163,7 +164,7 @@ export class TaskQueue {
         .finally(() => {
           this.pendingRefresh = null;
         });
-      await this.pendingRefresh;
+      return this.pendingRefresh.then(() => Math.max(0, pendingOf(this.pendingCounts, model)));
     }
     return Math.max(0, pendingOf(this.pendingCounts, model));
   }

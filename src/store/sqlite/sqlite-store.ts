@@ -227,15 +227,9 @@ export class SqliteTaskStore implements TaskStore {
   private acknowledge(ids: number[], outcomes: Outcome[] | null): void {
     this.writeFailure = null;
     for (let i = 0; i < ids.length; i++) {
-      const w = this.waiting.get(ids[i]);
-      if (!w) continue;
-      this.waiting.delete(ids[i]);
       const o = outcomes?.[i];
-      if (!o) w.resolve(w.value);
-      else if (o.ok) w.resolve(o.value === undefined ? w.value : o.value);
-      else w.reject(o.err);
+      this.settle(ids[i], (w) => (o && !o.ok ? w.reject(o.err) : w.resolve(o?.value === undefined ? w.value : o.value)));
     }
-    if (this.waiting.size === 0) this.thread?.unref();
   }
 
   /** A group that did not commit (or did not reach the disk): every write in it fails. */

@@ -290,7 +290,8 @@ export class SqliteWriter {
         this.insert(w.row);
         return undefined;
       case 'createTaskOnce': {
-        const [id, , , , , , , , createdAt] = w.row;
+        const id = w.row[0];
+        const createdAt = w.row[8];
         const prior = this.idempotencyGet.get(w.key) as { fingerprint: string; task_id: string; created_at: number } | undefined;
         if (prior && prior.created_at > createdAt - w.ttlMs) {
           if (prior.fingerprint !== w.fingerprint) return { kind: 'conflict', taskId: prior.task_id } satisfies CreateOnceOutcome;
