@@ -73,7 +73,7 @@ describe('SqliteTaskStore specifics', () => {
     dir.cleanup();
   });
 
-  it('upgrades a schema-6 database: rows kept, same checks, no temporary index on the write path', async () => {
+  it('upgrades a schema-6 database: rows and event ids kept, same checks, no temporary index on the write path, two b-trees fewer', async () => {
     const dir = tempDir();
     const path = join(dir.path, 'tasks.db');
     const Database = (await import('better-sqlite3')).default;
@@ -90,31 +90,42 @@ describe('SqliteTaskStore specifics', () => {
     ).run(id);
     old.prepare("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', 'running', 2)").run(id);
     old.prepare("INSERT INTO webhook_deliveries (task_id, event, url, next_attempt_at, created_at) VALUES (?, 'running', 'https://example.test/hook', 3, 3)").run(id);
+    const oldEventId = old.prepare('SELECT id FROM task_events WHERE task_id = ?').pluck().get(id) as number;
     old.close();
 
     const store = SqliteTaskStore.open({ path });
     const task = await store.getTask(id);
     expect(task).toMatchObject({ status: 'running', inputData: { prompt: 'p' }, webhookUrl: 'https://example.test/hook', webhookEvents: ['completed'] });
-    expect((await store.listEvents(id, 0, 10)).map((e) => e.status)).toEqual(['running']);
+    // Events keep their ids; the next one in the task's log counts on from them.
+    expect((await store.listEvents(id, 0, 10)).map((e) => [e.id, e.status])).toEqual([[oldEventId, 'running']]);
+    expect((await store.cancelTask(id, 5)).kind).toBe('cancelled');
+    expect((await store.listEvents(id, 0, 10)).map((e) => [e.id, e.status])).toEqual([
+      [oldEventId, 'running'],
+      [oldEventId + 1, 'cancelled'],
+    ]);
     await store.close();
 
     const db = new Database(path);
     expect(db.prepare('SELECT count(*) AS n FROM webhook_deliveries').get()).toEqual({ n: 1 });
-    expect(db.prepare('SELECT max(version) AS v FROM schema_migrations').get()).toEqual({ v: 7 });
+    expect(db.prepare('SELECT max(version) AS v FROM schema_migrations').get()).toEqual({ v: 8 });
     // The checks still hold...
     expect(() => db.prepare("UPDATE tasks SET status = 'lost' WHERE id = ?").run(id)).toThrow(/CHECK constraint/);
-    expect(() => db.prepare("INSERT INTO task_events (task_id, type, at) VALUES (?, 'other', 1)").run(id)).toThrow(/CHECK constraint/);
+    expect(() => db.prepare("INSERT INTO task_events (task_id, id, type, at) VALUES (?, 9, 'other', 1)").run(id)).toThrow(/CHECK constraint/);
     expect(() => db.prepare("UPDATE webhook_deliveries SET state = 'lost'").run()).toThrow(/CHECK constraint/);
     // ...as plain comparisons: an IN list would open a temporary index on every write.
     const plan = (sql: string, ...args: unknown[]) => (db.prepare(`EXPLAIN ${sql}`).all(...args) as Array<{ opcode: string }>).map((o) => o.opcode);
     expect(plan("UPDATE tasks SET status = 'completed' WHERE id = ?", id)).not.toContain('OpenEphemeral');
-    expect(plan("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', 'completed', 1)", id)).not.toContain('OpenEphemeral');
+    expect(plan("INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, 9, 'status', 'completed', 1)", id)).not.toContain('OpenEphemeral');
     expect(plan("UPDATE webhook_deliveries SET state = 'delivered' WHERE id = 1")).not.toContain('OpenEphemeral');
     // Indexes and the delete trigger came back with the tables.
     const names = (db.prepare("SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger') AND name NOT LIKE 'sqlite_%'").all() as Array<{ name: string }>).map((r) => r.name);
-    for (const n of ['tasks_lease', 'tasks_lease_expiry', 'tasks_status_created', 'tasks_created', 'tasks_type_created', 'tasks_model_created', 'tasks_running_deadline', 'tasks_count_delete', 'task_events_task', 'webhook_deliveries_due', 'webhook_deliveries_task']) {
+    for (const n of ['tasks_lease', 'tasks_lease_expiry', 'tasks_status_created', 'tasks_type_created', 'tasks_model_created', 'tasks_running_deadline', 'tasks_count_delete', 'webhook_deliveries_due', 'webhook_deliveries_task']) {
       expect(names).toContain(n);
     }
+    // Migration 008: events live in their key's b-tree alone, and no index orders all tasks by time.
+    expect(names).not.toContain('task_events_task');
+    expect(names).not.toContain('tasks_created');
+    expect(db.prepare("SELECT sql FROM sqlite_master WHERE name = 'task_events'").pluck().get()).toMatch(/WITHOUT ROWID/);
     db.close();
     dir.cleanup();
   });

@@ -312,9 +312,13 @@ export class SqliteTaskStore implements TaskStore {
       let stmts = this.listCache.get(key);
       if (!stmts) {
         const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+        // seq is creation order here (one writer, creation times taken in queue order), so the
+        // unfiltered list by creation time walks the table itself; it has no index of its own.
+        const order =
+          where.length === 0 && q.sortBy === 'created_at' ? `seq ${q.sortOrder === 'asc' ? 'ASC' : 'DESC'}` : listOrderBy(q.sortBy, q.sortOrder, 'seq');
         stmts = {
           page: shaped(
-            this.db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM tasks ${clause} ORDER BY ${listOrderBy(q.sortBy, q.sortOrder, 'seq')} LIMIT :limit OFFSET :offset`),
+            this.db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM tasks ${clause} ORDER BY ${order} LIMIT :limit OFFSET :offset`),
           ),
           // The counters table answers every filter combination the API offers.
           total: this.db.prepare(`SELECT coalesce(sum(current), 0) AS n FROM task_counts ${clause}`),

@@ -147,7 +147,10 @@ export class SqliteWriter {
   private readonly taskById: ShapedStatement<TaskRow>;
   private readonly taskBySeq: ShapedStatement<TaskRow>;
   private readonly savepoint: { begin: Database.Statement; release: Database.Statement; rollback: Database.Statement };
+  /** A new task's first event: its log starts at id 1. */
+  private readonly logFirst: Database.Statement;
   private readonly logStatus: Database.Statement;
+  private readonly lastEventId: Database.Statement;
   private readonly logOutput: Database.Statement;
   private readonly setProgress: Database.Statement;
   private readonly queueDelivery: Database.Statement;
@@ -167,8 +170,13 @@ export class SqliteWriter {
     this.taskById = shaped(this.stmt.get_task);
     this.taskBySeq = shaped(this.stmt.get_task_seq);
     this.savepoint = { begin: db.prepare('SAVEPOINT w'), release: db.prepare('RELEASE w'), rollback: db.prepare('ROLLBACK TO w') };
-    this.logStatus = db.prepare("INSERT INTO task_events (task_id, type, status, at) VALUES (?, 'status', ?, ?)");
-    this.logOutput = db.prepare('INSERT INTO task_events (task_id, type, progress, text, at) VALUES (?, ?, ?, ?, ?)');
+    // Event ids count up per task: the next one is found by a seek to the end of the task's key range.
+    this.logFirst = db.prepare("INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, 1, 'status', ?, ?)");
+    this.logStatus = db.prepare(
+      "INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, (SELECT coalesce(max(id), 0) + 1 FROM task_events WHERE task_id = ?), 'status', ?, ?)",
+    );
+    this.lastEventId = db.prepare('SELECT coalesce(max(id), 0) FROM task_events WHERE task_id = ?').pluck();
+    this.logOutput = db.prepare('INSERT INTO task_events (task_id, id, type, progress, text, at) VALUES (?, ?, ?, ?, ?, ?)');
     this.setProgress = db.prepare('UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ?');
     this.queueDelivery = db.prepare('INSERT INTO webhook_deliveries (task_id, event, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)');
     this.bumpCounts = db.prepare(
@@ -240,7 +248,8 @@ export class SqliteWriter {
   private moved(row: MovedRow, from: string | null, to: string): void {
     if (from === to) return;
     const at = Number(row.updated_at ?? row.created_at ?? Date.now());
-    this.logStatus.run(row.id, to, at);
+    if (from === null) this.logFirst.run(row.id, to, at);
+    else this.logStatus.run(row.id, row.id, to, at);
     if (row.webhook_url && row.webhook_events) {
       const events = typeof row.webhook_events === 'string' ? (JSON.parse(row.webhook_events) as string[]) : row.webhook_events;
       if (events.includes(to)) this.queueDelivery.run(row.id, to, row.webhook_url, at, at);
@@ -310,9 +319,10 @@ export class SqliteWriter {
         if (row.status !== 'running') return { kind: 'stale', events: [] };
         const out: TaskLogEvent[] = [];
         let progress: number | undefined;
-        // The row is known from what was inserted; only its id comes back (see updateById).
+        // The rows are known from what is inserted: nothing is read back (see updateById).
+        let id = this.lastEventId.get(w.id) as number;
         const log = (type: 'output' | 'progress', progress: number | null, text: string | null): TaskLogEvent => {
-          const id = Number(this.logOutput.run(w.id, type, progress, text, w.now).lastInsertRowid);
+          this.logOutput.run(w.id, ++id, type, progress, text, w.now);
           return rowToEvent({ id, task_id: w.id, type, status: null, progress, text, at: w.now });
         };
         for (const e of w.events) {
