@@ -15,8 +15,8 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { newTaskId } from '../dist/core/ids.js';
-import { listOrderBy, SUMMARY_COLUMNS } from '../dist/store/rows.js';
-import { SqliteTaskStore } from '../dist/store/sqlite/sqlite-store.js';
+import { SUMMARY_COLUMNS } from '../dist/store/rows.js';
+import { SqliteTaskStore, sqliteListOrder } from '../dist/store/sqlite/sqlite-store.js';
 import { envNumber, fmt, freePort, measure, waitForQuiet, ROOT, rssMiB, startNode, stopChild, table, waitForHttp, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const TASKS = envNumber('BENCH_TASKS', 1_000_000);
@@ -233,7 +233,7 @@ function describeDatabase() {
 
 // The SQL SqliteTaskStore.listTasks prepares for these filters (same builders from dist/).
 const listSql = (where) =>
-  `SELECT ${SUMMARY_COLUMNS} FROM tasks ${where ? `WHERE ${where}` : ''} ORDER BY ${listOrderBy('created_at', 'desc', 'seq')} LIMIT :limit OFFSET :offset`;
+  `SELECT ${SUMMARY_COLUMNS} FROM tasks ${where ? `WHERE ${where}` : ''} ORDER BY ${sqliteListOrder(Boolean(where), 'created_at', 'desc')} LIMIT :limit OFFSET :offset`;
 const QUERIES = [
   ['list status=pending', listSql('status = :status'), { status: 'pending', limit: 50, offset: 0 }],
   ['list (no filter)', listSql(''), { limit: 50, offset: 0 }],

@@ -78,6 +78,16 @@ function wrap(err: unknown, what: string): unknown {
 const fromWire = (e: WireError): Error => Object.assign(new Error(e.message), { name: e.name, code: e.code });
 
 /**
+ * ORDER BY of a list query. seq is creation order here (one writer inserts tasks in the order
+ * the event loop stamped them), so the unfiltered list by creation time walks the table itself
+ * and needs no index of its own.
+ */
+export function sqliteListOrder(filtered: boolean, sortBy: string, sortOrder: 'asc' | 'desc'): string {
+  if (!filtered && sortBy === 'created_at') return `seq ${sortOrder === 'asc' ? 'ASC' : 'DESC'}`;
+  return listOrderBy(sortBy, sortOrder, 'seq');
+}
+
+/**
  * The writer thread's entry point. Under the test runner this module is the TypeScript
  * source, and the thread runs the built copy of the entry.
  */
@@ -312,10 +322,7 @@ export class SqliteTaskStore implements TaskStore {
       let stmts = this.listCache.get(key);
       if (!stmts) {
         const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
-        // seq is creation order here (one writer, creation times taken in queue order), so the
-        // unfiltered list by creation time walks the table itself; it has no index of its own.
-        const order =
-          where.length === 0 && q.sortBy === 'created_at' ? `seq ${q.sortOrder === 'asc' ? 'ASC' : 'DESC'}` : listOrderBy(q.sortBy, q.sortOrder, 'seq');
+        const order = sqliteListOrder(where.length > 0, q.sortBy, q.sortOrder);
         stmts = {
           page: shaped(
             this.db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM tasks ${clause} ORDER BY ${order} LIMIT :limit OFFSET :offset`),
