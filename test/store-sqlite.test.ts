@@ -138,6 +138,39 @@ describe('SqliteTaskStore specifics', () => {
     dir.cleanup();
   });
 
+  it('numbers the events of each task from 1, status changes and streamed output alike, whatever other tasks log', async () => {
+    const dir = tempDir();
+    const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });
+    const now = Date.now();
+    const a = newTaskId(now);
+    const b = newTaskId(now + 1);
+    await store.createTask(newTask(a, now));
+    await store.createTask(newTask(b, now + 1));
+    const leased = await store.leaseTasks({ workerId: 'w1', models: [{ taskType: 'text_generation', modelName: 'm' }], limit: 2, leaseMs: 30_000, now: now + 2 });
+    const token = (id: string) => leased.find((l) => l.task.id === id)!.leaseToken;
+    const appended = await store.appendEvents(a, token(a), [{ text: 'Hel' }, { text: 'lo', progress: 0.5 }], now + 3);
+    expect(appended.events.map((e) => e.id)).toEqual([3, 4]);
+    expect((await store.completeTask(b, token(b), { ok: true }, now + 4)).kind).toBe('ok');
+    expect((await store.completeTask(a, token(a), { text: 'Hello' }, now + 5)).kind).toBe('ok');
+    const log = async (id: string) => (await store.listEvents(id, 0, 10)).map((e) => [e.id, e.type, e.status ?? e.text]);
+    expect(await log(a)).toEqual([
+      [1, 'status', 'pending'],
+      [2, 'status', 'running'],
+      [3, 'output', 'Hel'],
+      [4, 'output', 'lo'],
+      [5, 'status', 'completed'],
+    ]);
+    expect(await log(b)).toEqual([
+      [1, 'status', 'pending'],
+      [2, 'status', 'running'],
+      [3, 'status', 'completed'],
+    ]);
+    // Resuming after an id reads the rest of that task's log only.
+    expect((await store.listEvents(a, 3, 10)).map((e) => e.id)).toEqual([4, 5]);
+    await store.close();
+    dir.cleanup();
+  });
+
   it('fails only the write that throws when writes share a commit; the others commit', async () => {
     const dir = tempDir();
     const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });

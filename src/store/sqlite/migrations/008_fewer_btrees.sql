@@ -1,5 +1,5 @@
 -- Every commit rewrites, in the WAL, each b-tree page it touched, and a batch of creates touched
--- eleven b-trees. Two of them carried nothing another did not:
+-- ten b-trees. Two of them carried nothing another did not:
 --
 -- tasks_created ordered every task by creation time. Rows get their seq in creation order
 -- (one writer, creation times taken in the order writes are queued), so an unfiltered list by
