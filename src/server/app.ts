@@ -78,6 +78,7 @@ class MetricsLogController extends LogController {
     super.requestCompleted(error, request, reply);
   }
 }
+
 const RATE_LIMIT_EXEMPT = new Set(['/health', '/metrics']);
 
 export interface Backend {
