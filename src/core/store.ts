@@ -153,6 +153,7 @@ export interface ReapResult {
  */
 export interface TaskStore {
   readonly kind: 'sqlite' | 'postgres';
+  /** With `task.lease`, the new task is running under that lease when this resolves (attempt 1). */
   createTask(task: NewTask): Promise<TaskRecord>;
   getTask(id: string): Promise<TaskRecord | null>;
   listTasks(query: ListQuery): Promise<ListResult>;
@@ -188,9 +189,10 @@ export interface TaskStore {
   listArtifacts(taskId: string): Promise<ArtifactMeta[]>;
   /**
    * Creates a task once per idempotency key (kept `ttlMs`): the same key with the same
-   * fingerprint returns the first task; with another fingerprint, a conflict.
+   * fingerprint returns the first task; with another fingerprint, a conflict. The task is
+   * created pending (a replay could not give a lease back).
    */
-  createTaskOnce(task: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome>;
+  createTaskOnce(task: Omit<NewTask, 'lease'>, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome>;
   /** Appends progress and output to a running task's log under its lease. */
   appendEvents(
     id: string,

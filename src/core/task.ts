@@ -65,6 +65,18 @@ export interface NewTask {
   createdAt: number;
   webhookUrl?: string | null;
   webhookEvents?: TaskStatus[] | null;
+  /**
+   * Set when a worker is already waiting for this model: the task is inserted leased to it
+   * (pending, then running, both logged) in the create's own transaction.
+   */
+  lease?: NewLease;
+}
+
+/** A lease taken out at creation. */
+export interface NewLease {
+  workerId: string;
+  token: string;
+  expiresAt: number;
 }
 
 /** The (task_type, model_name) pair a worker serves. */

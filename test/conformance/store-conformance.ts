@@ -3,7 +3,7 @@
  * `runStoreConformance` with a factory that gives a fresh, empty store.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { newTaskId } from '../../src/core/ids.js';
+import { newLeaseToken, newTaskId } from '../../src/core/ids.js';
 import type { TaskStore } from '../../src/core/store.js';
 import type { NewTask, TaskType } from '../../src/core/task.js';
 
@@ -73,6 +73,42 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect(await store.getTask(t.id)).toEqual(created);
       expect((await store.getTask(t.id))!.inputData).toEqual({ prompt: 'héllo ✓', nested: { a: [1, 2] } });
       expect(await store.getTask(newTaskId())).toBeNull();
+    });
+
+    it('creates a task already leased to a waiting worker, with both moves logged and counted', async () => {
+      const t = newTask();
+      const token = newLeaseToken();
+      const created = await store.createTask({ ...t, lease: { workerId: 'w1', token, expiresAt: t.createdAt + 1000 } });
+      expect(created).toMatchObject({
+        id: t.id,
+        status: 'running',
+        attempts: 1,
+        workerId: 'w1',
+        leaseToken: token,
+        leaseExpiresAt: t.createdAt + 1000,
+        startedAt: t.createdAt,
+        updatedAt: t.createdAt,
+      });
+      expect(await store.getTask(t.id)).toEqual(created);
+      // Nothing is left pending for another worker.
+      expect(await store.leaseTasks({ workerId: 'w2', models: [LLM], limit: 5, leaseMs: 1000, now: t.createdAt + 1 })).toEqual([]);
+      expect((await store.listEvents(t.id, 0, 10)).map((e) => [e.id, e.status])).toEqual([
+        [1, 'pending'],
+        [2, 'running'],
+      ]);
+      const rows = await store.counts();
+      const get = (s: string) => rows.find((r) => r.modelName === 'llm-a' && r.status === s) ?? { current: 0, total: 0 };
+      expect(get('pending')).toMatchObject({ current: 0, total: 1 });
+      expect(get('running')).toMatchObject({ current: 1, total: 1 });
+      expect((await store.runningTasks()).map((r) => [r.id, r.workerId])).toEqual([[t.id, 'w1']]);
+      // It is an ordinary lease from here: the holder's token counts, an expiry requeues it.
+      expect((await store.heartbeat(t.id, token, 1000, t.createdAt + 500)).kind).toBe('ok');
+      expect((await store.reapExpiredLeases(t.createdAt + 1400, 10)).requeued).toHaveLength(0);
+      const reaped = await store.reapExpiredLeases(t.createdAt + 1600, 10);
+      expect(reaped.requeued.map((x) => [x.id, x.status, x.attempts])).toEqual([[t.id, 'pending', 1]]);
+      expect((await store.completeTask(t.id, token, {}, t.createdAt + 1700)).kind).toBe('stale');
+      const again = await leaseOne('w2', 1000, t.createdAt + 1800);
+      expect(again.task.attempts).toBe(2);
     });
 
     it('leases highest priority first, then oldest, only for the models asked', async () => {

@@ -42,6 +42,7 @@ import { loadCommands, loadMigrations } from '../sql-files.js';
 
 const COMMANDS = [
   'insert_task',
+  'lease_new_task',
   'get_task',
   'lease_tasks',
   'heartbeat',
@@ -148,21 +149,44 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   async createTask(t: NewTask): Promise<TaskRecord> {
-    const [row] = await this.run<TaskRow>('insert_task', insertRow(t));
-    return rowToTask(row);
+    const lease = t.lease;
+    if (!lease) {
+      const [row] = await this.run<TaskRow>('insert_task', insertRow(t));
+      return rowToTask(row);
+    }
+    // Inserted pending, then leased: the triggers log and count both moves.
+    return this.transaction('create task', async (client) => {
+      await client.query(SQL.insert_task, insertRow(t));
+      const { rows } = await client.query<TaskRow>(SQL.lease_new_task, [t.id, lease.workerId, lease.token, lease.expiresAt, t.createdAt]);
+      return rowToTask(rows[0]);
+    });
   }
 
-  /** One transaction; the key's row lock makes concurrent retries with one key wait for the first. */
-  async createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
+  /** Runs `fn` in one transaction on one pooled connection. */
+  private async transaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     if (this.closed) throw new StoreUnavailableError('Task store is closed');
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (err) {
-      throw wrap(err, 'create task');
+      throw wrap(err, what);
     }
     try {
       await client.query('BEGIN');
+      const out = await fn(client);
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw wrap(err, what);
+    } finally {
+      client.release();
+    }
+  }
+
+  /** One transaction; the key's row lock makes concurrent retries with one key wait for the first. */
+  createTaskOnce(t: Omit<NewTask, 'lease'>, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
+    return this.transaction('create task', async (client) => {
       const claim = await client.query<{ task_id: string }>(
         `INSERT INTO idempotency_keys (key, fingerprint, task_id, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, task_id = EXCLUDED.task_id, created_at = EXCLUDED.created_at
@@ -182,14 +206,8 @@ export class PostgresTaskStore implements TaskStore {
           out = { kind: 'replayed', task: rowToTask(task.rows[0]) };
         }
       }
-      await client.query('COMMIT');
       return out;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw wrap(err, 'create task');
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async appendEvents(

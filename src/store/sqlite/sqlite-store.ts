@@ -266,10 +266,11 @@ export class SqliteTaskStore implements TaskStore {
 
 
   createTask(t: NewTask): Promise<TaskRecord> {
-    return this.write({ op: 'createTask', row: insertRow(t) }, newRecord(t));
+    const op: WriteOp = t.lease ? { op: 'createTask', row: insertRow(t), lease: t.lease } : { op: 'createTask', row: insertRow(t) };
+    return this.write(op, newRecord(t, t.lease));
   }
 
-  createTaskOnce(t: NewTask, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
+  createTaskOnce(t: Omit<NewTask, 'lease'>, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
     return this.write<CreateOnceOutcome | CreatedOnce>({ op: 'createTaskOnce', row: insertRow(t), key, fingerprint, ttlMs }).then((o) =>
       o.kind === 'created' ? { kind: 'created', task: newRecord(t) } : o,
     );

@@ -12,13 +12,14 @@ import type {
   TaskLogEvent,
   WorkerRecord,
 } from '../../core/store.js';
-import type { NewTask, TaskRecord } from '../../core/task.js';
+import type { NewLease, NewTask, TaskRecord } from '../../core/task.js';
 import { rowToDelivery, rowToEvent, rowToTask, rowToWorker, type DeliveryRow, type InsertRow, type TaskRow, type WorkerRow } from '../rows.js';
 import { loadCommands } from '../sql-files.js';
 import { shaped, type ShapedStatement } from './shaped-rows.js';
 
 const COMMANDS = [
   'insert_task',
+  'insert_task_leased',
   'get_task',
   'get_task_seq',
   'lease_candidates',
@@ -38,7 +39,7 @@ type Command = (typeof COMMANDS)[number];
 
 /** One write, as data: it crosses to the writer thread by structured clone. */
 export type WriteOp =
-  | { op: 'createTask'; row: InsertRow }
+  | { op: 'createTask'; row: InsertRow; lease?: NewLease }
   | { op: 'createTaskOnce'; row: InsertRow; key: string; fingerprint: string; ttlMs: number }
   | { op: 'appendEvents'; id: string; leaseToken: string; events: Array<{ progress?: number; text?: string }>; now: number }
   | { op: 'cancelTask'; id: string; now: number }
@@ -87,26 +88,26 @@ export function isUnavailable(err: unknown): boolean {
 }
 
 /** The record of a task just inserted: known from its input, so nothing is read back. */
-export function newRecord(t: NewTask): TaskRecord {
+export function newRecord(t: NewTask, lease?: NewLease): TaskRecord {
   return {
     id: t.id,
-    status: 'pending',
+    status: lease ? 'running' : 'pending',
     taskType: t.taskType,
     modelName: t.modelName,
     inputData: t.inputData,
     parameters: t.parameters,
     priority: t.priority,
-    attempts: 0,
+    attempts: lease ? 1 : 0,
     maxAttempts: t.maxAttempts,
     timeoutMs: t.timeoutMs,
     createdAt: t.createdAt,
-    startedAt: null,
+    startedAt: lease ? t.createdAt : null,
     completedAt: null,
     cancelledAt: null,
     updatedAt: t.createdAt,
-    workerId: null,
-    leaseToken: null,
-    leaseExpiresAt: null,
+    workerId: lease?.workerId ?? null,
+    leaseToken: lease?.token ?? null,
+    leaseExpiresAt: lease?.expiresAt ?? null,
     progress: null,
     result: null,
     error: null,
@@ -147,8 +148,8 @@ export class SqliteWriter {
   private readonly taskById: ShapedStatement<TaskRow>;
   private readonly taskBySeq: ShapedStatement<TaskRow>;
   private readonly savepoint: { begin: Database.Statement; release: Database.Statement; rollback: Database.Statement };
-  /** A new task's first event: its log starts at id 1. */
-  private readonly logFirst: Database.Statement;
+  /** An event whose id is known: a new task's log starts at id 1. */
+  private readonly logNth: Database.Statement;
   private readonly logStatus: Database.Statement;
   private readonly lastEventId: Database.Statement;
   private readonly logOutput: Database.Statement;
@@ -171,7 +172,7 @@ export class SqliteWriter {
     this.taskBySeq = shaped(this.stmt.get_task_seq);
     this.savepoint = { begin: db.prepare('SAVEPOINT w'), release: db.prepare('RELEASE w'), rollback: db.prepare('ROLLBACK TO w') };
     // Event ids count up per task: the next one is found by a seek to the end of the task's key range.
-    this.logFirst = db.prepare("INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, 1, 'status', ?, ?)");
+    this.logNth = db.prepare("INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, ?, 'status', ?, ?)");
     this.logStatus = db.prepare(
       "INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, (SELECT coalesce(max(id), 0) + 1 FROM task_events WHERE task_id = ?), 'status', ?, ?)",
     );
@@ -245,10 +246,10 @@ export class SqliteWriter {
    * entry, a webhook delivery when the task asked for one, and the count moves (summed and
    * applied once per batch).
    */
-  private moved(row: MovedRow, from: string | null, to: string): void {
+  private moved(row: MovedRow, from: string | null, to: string, eventId?: number): void {
     if (from === to) return;
     const at = Number(row.updated_at ?? row.created_at ?? Date.now());
-    if (from === null) this.logFirst.run(row.id, to, at);
+    if (eventId !== undefined) this.logNth.run(row.id, eventId, to, at);
     else this.logStatus.run(row.id, row.id, to, at);
     if (row.webhook_url && row.webhook_events) {
       const events = typeof row.webhook_events === 'string' ? (JSON.parse(row.webhook_events) as string[]) : row.webhook_events;
@@ -258,10 +259,17 @@ export class SqliteWriter {
     this.opMoves.push([`${row.task_type}\u0000${row.model_name}\u0000${to}`, 1, 1]);
   }
 
-  /** Inserts a new task with its first event and count move. */
-  private insert(r: InsertRow): void {
-    this.stmt.insert_task.run(r);
-    this.moved({ id: r[0], task_type: r[1], model_name: r[2], created_at: r[8], webhook_url: r[10], webhook_events: r[11] }, null, 'pending');
+  /** Inserts a new task with its first event and count move; leased, with the lease's too. */
+  private insert(r: InsertRow, lease?: NewLease): void {
+    const moved = { id: r[0], task_type: r[1], model_name: r[2], created_at: r[8], webhook_url: r[10], webhook_events: r[11] };
+    if (!lease) {
+      this.stmt.insert_task.run(r);
+      this.moved(moved, null, 'pending', 1);
+      return;
+    }
+    this.stmt.insert_task_leased.run(...r, lease.workerId, lease.token, lease.expiresAt, r[8]);
+    this.moved(moved, null, 'pending', 1);
+    this.moved(moved, 'pending', 'running', 2);
   }
 
   /**
@@ -296,7 +304,7 @@ export class SqliteWriter {
     switch (w.op) {
       case 'createTask':
         // The caller builds the record from its own input: nothing to send back.
-        this.insert(w.row);
+        this.insert(w.row, w.lease);
         return undefined;
       case 'createTaskOnce': {
         const id = w.row[0];
