@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EngineError, RetryableEngineError } from '../src/core/engine.js';
 import { LocalEventBus } from '../src/core/events.js';
 import { LeaseReaper } from '../src/scheduler/lease-reaper.js';
+import { LeaseWakeups } from '../src/scheduler/wakeups.js';
 import { TaskQueue } from '../src/scheduler/task-queue.js';
 import { SqliteTaskStore } from '../src/store/sqlite/sqlite-store.js';
 import { InProcessTransport } from '../src/worker/in-process-transport.js';
@@ -237,5 +238,151 @@ describe('worker runtime and leases', () => {
     await engine.started(1);
     engine.runs[0].ctx.reportProgress(0.42);
     await waitFor(async () => (await statusOf(t.id)).progress === 0.42, 3000, 'progress');
+  });
+
+  describe('handoff to a drained in-process worker', () => {
+    /** Events on the bus, in order, as [type, task id, dispatched]. */
+    function record() {
+      const seen: Array<[string, string, boolean]> = [];
+      queue.bus.subscribe((e) => seen.push([e.type, e.task.id, e.dispatched === true]));
+      return seen;
+    }
+
+    it('a create inserts the task already leased to the waiting worker and answers it as created', async () => {
+      const engine = new GateEngine();
+      const w = await startWorker(engine, { concurrency: 2 });
+      // The worker's lease found the queue empty: from here on it is drained.
+      const first = await create();
+      await engine.started(1);
+      const seen = record();
+      const r = await queue.create({ ...MODEL, inputData: { prompt: 'next' }, parameters: {} });
+      expect(r.task).toMatchObject({ status: 'pending', attempts: 0, workerId: null });
+      expect(r.queuePosition).toBe(0);
+      expect(seen).toEqual([
+        ['created', r.task.id, true],
+        ['leased', r.task.id, false],
+      ]);
+      await engine.started(2);
+      expect(engine.runs[1].task.id).toBe(r.task.id);
+      const row = await statusOf(r.task.id);
+      expect(row).toMatchObject({ status: 'running', attempts: 1, workerId: w.id, startedAt: row.createdAt });
+      expect((await store.listEvents(r.task.id, 0, 10)).map((e) => [e.id, e.status, e.at])).toEqual([
+        [1, 'pending', row.createdAt],
+        [2, 'running', row.createdAt],
+      ]);
+      // An ordinary lease from here on: the cancel reaches the engine, the other task completes.
+      await queue.cancel(r.task.id);
+      await waitFor(async () => engine.aborted.some((a) => a.taskId === r.task.id && a.reason === 'cancelled'), 3000, 'abort');
+      engine.finish(first.id, { ok: true });
+      await waitFor(async () => (await statusOf(first.id)).status === 'completed', 3000, 'completed');
+    });
+
+    it('hands nothing over while tasks are pending: the queue keeps its order', async () => {
+      const engine = new GateEngine();
+      await startWorker(engine, { concurrency: 1 });
+      const a = await create();
+      await engine.started(1);
+      const seen = record();
+      // The only slot is taken: these wait in the store, and the worker is no longer drained.
+      const b = await create({ priority: 0 });
+      const c = await create({ priority: 5 });
+      engine.finish(a.id, {});
+      await engine.started(2);
+      // Had the freed slot been offered to the next create, d would run before c and b.
+      const d = await create({ priority: 0 });
+      expect(engine.runs[1].task.id).toBe(c.id);
+      engine.finish(c.id, {});
+      await engine.started(3);
+      engine.finish(b.id, {});
+      await engine.started(4);
+      expect(engine.runs.map((r) => r.task.id)).toEqual([a.id, c.id, b.id, d.id]);
+      expect(seen.filter(([type]) => type === 'created').every(([, , dispatched]) => !dispatched)).toBe(true);
+      // Drained again: the next create goes straight to the worker.
+      engine.finish(d.id, {});
+      await waitFor(async () => (await statusOf(d.id)).status === 'completed', 3000, 'completed');
+      const e = await create();
+      expect(seen.at(-2)).toEqual(['created', e.id, true]);
+      await engine.started(5);
+    });
+
+    it('never runs more than its concurrency when handoffs and leases mix', async () => {
+      const engine = new GateEngine();
+      await startWorker(engine, { concurrency: 1 });
+      const first = await create();
+      await engine.started(1);
+      engine.finish(first.id, {});
+      await waitFor(async () => (await statusOf(first.id)).status === 'completed', 3000, 'completed');
+      // The first goes by handoff, the rest wait in the store for the one slot.
+      for (let i = 0; i < 4; i++) await create();
+      await engine.started(2);
+      await new Promise((r) => setTimeout(r, 150));
+      expect(engine.runs).toHaveLength(2);
+      expect((await store.runningTasks()).length).toBe(1);
+    });
+
+    it('a worker stopping while creates lease to it gives those tasks back unstarted', async () => {
+      const engine = new GateEngine();
+      const w = await startWorker(engine, { concurrency: 2 });
+      const first = await create();
+      await engine.started(1);
+      engine.finish(first.id, {});
+      await waitFor(async () => (await statusOf(first.id)).status === 'completed', 3000, 'completed');
+      const seen = record();
+      // The create holds the worker's slot at once; its commit lands after the stop began.
+      const creating = create();
+      const stopping = w.stop(0);
+      const t = await creating;
+      await stopping;
+      expect(seen[0]).toEqual(['created', t.id, true]);
+      expect(engine.runs).toHaveLength(1);
+      expect(await statusOf(t.id)).toMatchObject({ status: 'pending', attempts: 0, workerId: null });
+    });
+  });
+});
+
+describe('lease wakeups: when a worker counts as drained', () => {
+  /** A delivery that records what it is handed and has `slots` free. */
+  function delivery(slots: number) {
+    const handed: string[] = [];
+    return {
+      handed,
+      reserve: () => (slots > 0 ? (slots--, true) : false),
+      deliver: (l: { task: { id: string } }) => void handed.push(l.task.id),
+      unreserve: () => void slots++,
+    };
+  }
+
+  it('a lease that got fewer tasks than it asked for drains its worker; a newly pending task undoes it', () => {
+    const w = new LeaseWakeups(true);
+    w.attach('w1', [MODEL], delivery(2));
+    expect(w.claim(MODEL)).toBeNull();
+    w.leaseAsked('w1');
+    w.leaseAnswered('w1', 2, 2);
+    expect(w.drained('w1')).toBe(false);
+    w.leaseAsked('w1');
+    w.leaseAnswered('w1', 2, 1);
+    expect(w.drained('w1')).toBe(true);
+    expect(w.claim({ taskType: 'text_to_speech', modelName: 'm' })).toBeNull();
+    const one = w.claim(MODEL)!;
+    const two = w.claim(MODEL)!;
+    expect([one.workerId, two.workerId]).toEqual(['w1', 'w1']);
+    // Both slots held: the next create is left to the store.
+    expect(w.claim(MODEL)).toBeNull();
+    two.abandoned();
+    expect(w.claim(MODEL)).not.toBeNull();
+    w.notify(MODEL);
+    expect(w.drained('w1')).toBe(false);
+    expect(w.claim(MODEL)).toBeNull();
+  });
+
+  it('a task announced while a lease was answered counts as seen only where the store answers in commit order', () => {
+    for (const ordered of [true, false]) {
+      const w = new LeaseWakeups(ordered);
+      w.attach('w1', [MODEL], delivery(1));
+      w.leaseAsked('w1');
+      w.notify(MODEL);
+      w.leaseAnswered('w1', 1, 0);
+      expect(w.drained('w1')).toBe(ordered);
+    }
   });
 });

@@ -10,6 +10,8 @@ export interface TaskEvent {
   at: number;
   /** For `output`: the log entries just appended (streamed text and progress). */
   log?: TaskLogEvent[];
+  /** For `created`: the task went straight to a waiting worker (a `leased` event follows); no lease needs waking. */
+  dispatched?: true;
 }
 
 /** Fans task events out; the PostgreSQL build carries them across nodes. */

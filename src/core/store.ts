@@ -153,6 +153,11 @@ export interface ReapResult {
  */
 export interface TaskStore {
   readonly kind: 'sqlite' | 'postgres';
+  /**
+   * True where writes are answered in the order they committed, so a lease answered after
+   * another write's answer saw that write (one writer). Concurrent transactions do not give this.
+   */
+  readonly answersInCommitOrder: boolean;
   /** With `task.lease`, the new task is running under that lease when this resolves (attempt 1). */
   createTask(task: NewTask): Promise<TaskRecord>;
   getTask(id: string): Promise<TaskRecord | null>;

@@ -1,10 +1,10 @@
 import { AppError } from '../core/errors.js';
 import type { EventBus, TaskEventType } from '../core/events.js';
-import { newTaskId } from '../core/ids.js';
+import { newLeaseToken, newTaskId } from '../core/ids.js';
 import type { CancelOutcome, LeasedTask, LeaseOutcome, ListQuery, ListResult, TaskStore } from '../core/store.js';
-import { isFinal, type ModelRef, type TaskError, type TaskRecord, type TaskStatus, type TaskType } from '../core/task.js';
+import { isFinal, type ModelRef, type NewLease, type NewTask, type TaskError, type TaskRecord, type TaskStatus, type TaskType } from '../core/task.js';
 import { EtaEstimator } from './eta-estimator.js';
-import { LeaseWakeups } from './wakeups.js';
+import { LeaseWakeups, type Claim, type DirectDelivery } from './wakeups.js';
 import { WorkerDirectory } from './worker-directory.js';
 
 export interface CreateTaskInput {
@@ -53,7 +53,7 @@ function addPending(counts: PendingCounts, m: ModelRef, n: number): void {
 export class TaskQueue {
   readonly workers: WorkerDirectory;
   readonly eta: EtaEstimator;
-  private readonly wakeups = new LeaseWakeups();
+  private readonly wakeups: LeaseWakeups;
   private readonly unsubscribe: () => void;
   /** Pending tasks per model as last read from the store's counters, plus local creates since. */
   private pendingCounts: PendingCounts = new Map();
@@ -69,10 +69,11 @@ export class TaskQueue {
   ) {
     // A worker that has not been heard from for a lease length has lost its tasks too.
     this.workers = new WorkerDirectory(store, opts.leaseMs);
+    this.wakeups = new LeaseWakeups(store.answersInCommitOrder);
     this.eta = new EtaEstimator((m) => this.workers.slots(m));
     // Wake waiting leases for tasks that became pending on this node or another one.
     this.unsubscribe = bus.subscribe((e) => {
-      if (e.type === 'created' || e.type === 'requeued') this.wakeups.notify(refOf(e.task));
+      if ((e.type === 'created' && !e.dispatched) || e.type === 'requeued') this.wakeups.notify(refOf(e.task));
     });
   }
 
@@ -91,22 +92,14 @@ export class TaskQueue {
   /** With `idempotency`, a retried request returns the first task (`replayed`) instead of a new one. */
   async create(input: CreateTaskInput, idempotency?: Idempotency): Promise<{ task: TaskRecord; replayed: boolean } & Estimate> {
     const now = Date.now();
+    // A worker in this process waiting with a free slot gets the task in the create's own
+    // transaction. Its lease found the queue empty for this model, so nothing older is skipped.
+    const claim = idempotency ? null : this.wakeups.claim(input);
+    if (claim) return this.createLeased(input, claim, now);
     // Fresh counts come back as a number: a create should not cost an extra turn to await them.
     const counted = this.pendingAhead(input, now);
     const ahead = typeof counted === 'number' ? counted : await counted;
-    const record = {
-      id: newTaskId(now),
-      taskType: input.taskType,
-      modelName: input.modelName,
-      inputData: input.inputData,
-      parameters: input.parameters,
-      priority: input.priority ?? 0,
-      maxAttempts: input.maxAttempts ?? this.opts.defaultMaxAttempts,
-      timeoutMs: input.timeoutSeconds !== undefined ? input.timeoutSeconds * 1000 : this.opts.defaultTimeoutMs,
-      createdAt: now,
-      webhookUrl: input.webhookUrl ?? null,
-      webhookEvents: input.webhookUrl ? (input.webhookEvents ?? ['completed', 'failed', 'cancelled']) : null,
-    };
+    const record = this.newTask(input, now);
     let task: TaskRecord;
     if (idempotency) {
       const out = await this.store.createTaskOnce(record, idempotency.key, idempotency.fingerprint, idempotency.ttlMs);
@@ -123,6 +116,41 @@ export class TaskQueue {
     addPending(this.pendingCounts, input, 1);
     this.publish('created', task);
     return { task, replayed: false, queuePosition: ahead, estimatedCompletion: this.eta.estimate(input, ahead, now) };
+  }
+
+  private newTask(input: CreateTaskInput, now: number): NewTask {
+    return {
+      id: newTaskId(now),
+      taskType: input.taskType,
+      modelName: input.modelName,
+      inputData: input.inputData,
+      parameters: input.parameters,
+      priority: input.priority ?? 0,
+      maxAttempts: input.maxAttempts ?? this.opts.defaultMaxAttempts,
+      timeoutMs: input.timeoutSeconds !== undefined ? input.timeoutSeconds * 1000 : this.opts.defaultTimeoutMs,
+      createdAt: now,
+      webhookUrl: input.webhookUrl ?? null,
+      webhookEvents: input.webhookUrl ? (input.webhookEvents ?? ['completed', 'failed', 'cancelled']) : null,
+    };
+  }
+
+  private async createLeased(input: CreateTaskInput, claim: Claim, now: number): Promise<{ task: TaskRecord; replayed: boolean } & Estimate> {
+    const lease: NewLease = { workerId: claim.workerId, token: newLeaseToken(), expiresAt: now + this.opts.leaseMs };
+    let task: TaskRecord;
+    try {
+      task = await this.store.createTask({ ...this.newTask(input, now), lease });
+    } catch (err) {
+      claim.abandoned();
+      throw err;
+    }
+    // The create answers, and its event shows, the task as created: first in its queue. The
+    // lease shows from the next read on, and as the `leased` event.
+    const created: TaskRecord = { ...task, status: 'pending', attempts: 0, startedAt: null, workerId: null, leaseToken: null, leaseExpiresAt: null };
+    const at = Date.now();
+    this.bus.publish({ type: 'created', task: created, at, dispatched: true });
+    this.bus.publish({ type: 'leased', task, at });
+    claim.delivered({ task, leaseToken: lease.token });
+    return { task: created, replayed: false, queuePosition: 0, estimatedCompletion: this.eta.estimate(input, 0, now) };
   }
 
   /** Resolves with the task once it is final, or as it is when `ms` pass (or the signal aborts). */
@@ -210,7 +238,9 @@ export class TaskQueue {
   }
 
   async lease(workerId: string, models: ModelRef[], limit: number): Promise<LeasedTask[]> {
+    this.wakeups.leaseAsked(workerId);
     const leased = await this.store.leaseTasks({ workerId, models, limit, leaseMs: this.opts.leaseMs, now: Date.now() });
+    this.wakeups.leaseAnswered(workerId, limit, leased.length);
     for (const l of leased) this.publish('leased', l.task);
     return leased;
   }
@@ -221,21 +251,34 @@ export class TaskQueue {
     for (;;) {
       // Register before looking, so a task created in between still wakes us.
       const waiter = this.wakeups.wait(models, deadline - Date.now(), signal);
-      let leased: LeasedTask[];
-      try {
-        leased = await this.lease(workerId, models, limit);
-      } catch (err) {
-        waiter.cancel();
-        throw err;
-      }
-      if (leased.length > 0 || Date.now() >= deadline || signal?.aborted) {
-        waiter.cancel();
-        return leased;
+      // Known empty: no need to ask until a wakeup says the store has some again.
+      if (!this.wakeups.drained(workerId)) {
+        let leased: LeasedTask[];
+        try {
+          leased = await this.lease(workerId, models, limit);
+        } catch (err) {
+          waiter.cancel();
+          throw err;
+        }
+        if (leased.length > 0 || Date.now() >= deadline || signal?.aborted) {
+          waiter.cancel();
+          return leased;
+        }
       }
       await waiter.promise;
       if (signal?.aborted) return [];
+      // A worker taking handoffs may have been handed tasks meanwhile: it counts its free slots again.
+      if (this.wakeups.attached(workerId)) return [];
       if (Date.now() >= deadline) return this.lease(workerId, models, limit);
     }
+  }
+
+  /**
+   * Lets creates hand tasks of these models to a worker in this process once its lease has
+   * found the queue empty (see LeaseWakeups). Returns the undo.
+   */
+  attachWorker(workerId: string, models: ModelRef[], delivery: DirectDelivery): () => void {
+    return this.wakeups.attach(workerId, models, delivery);
   }
 
   async heartbeat(id: string, leaseToken: string, progress?: number): Promise<LeaseOutcome> {

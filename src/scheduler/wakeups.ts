@@ -1,15 +1,55 @@
+import type { LeasedTask } from '../core/store.js';
 import type { ModelRef } from '../core/task.js';
+
+/** A worker in this process that takes tasks straight from creates. */
+export interface DirectDelivery {
+  /** Holds a slot for a create about to lease to this worker; false when none is free. */
+  reserve(): boolean;
+  /** The create committed: the task, leased to this worker, takes the slot. */
+  deliver(leased: LeasedTask): void;
+  /** The create failed: the slot is free again. */
+  unreserve(): void;
+}
 
 interface Waiter {
   models: Set<string>;
   wake: () => void;
 }
 
+interface Direct {
+  workerId: string;
+  models: Set<string>;
+  delivery: DirectDelivery;
+  /** The worker's last lease got fewer tasks than it asked for, and nothing matching has become pending since. */
+  drained: boolean;
+  /** A matching task became pending while a lease was being answered, perhaps too late for it to see. */
+  dirty: boolean;
+}
+
+/** A slot of a drained worker, held by a create until its commit. */
+export interface Claim {
+  workerId: string;
+  delivered(leased: LeasedTask): void;
+  abandoned(): void;
+}
+
 const key = (m: ModelRef): string => `${m.taskType}\u0000${m.modelName}`;
 
-/** Long-polling leases wait here and are woken when a matching task becomes pending. */
+/**
+ * Long-polling leases wait here and are woken when a matching task becomes pending.
+ *
+ * A worker in this process can also be handed new tasks: once its lease found the queue
+ * empty for its models, a create inserts the task already leased to it (one transaction
+ * instead of two, and no lease round trip). Nothing older is skipped: every task that becomes
+ * pending otherwise (a create it had no slot for, a requeue, another node's create) clears
+ * the drained mark, and the worker asks the store again.
+ */
 export class LeaseWakeups {
   private readonly waiters = new Set<Waiter>();
+  private readonly direct = new Map<string, Direct>();
+
+  /** @param ordered the store answers writes in commit order (see TaskStore.answersInCommitOrder). */
+  constructor(private readonly ordered = false) {}
 
   /** Resolves when a matching task may be available, the time is up, or the signal aborts. */
   wait(models: ModelRef[], ms: number, signal?: AbortSignal): { promise: Promise<void>; cancel: () => void } {
@@ -34,15 +74,60 @@ export class LeaseWakeups {
     return { promise, cancel: waiter.wake };
   }
 
-  /** Wakes the longest-waiting lease for this model: one new task needs one worker. */
+  /** Wakes the longest-waiting lease for this model (one new task needs one worker) and un-drains its workers. */
   notify(model: ModelRef): void {
     const k = key(model);
+    for (const d of this.direct.values()) {
+      // In an ordered store, a task announced before the lease's answer was seen by it.
+      if (d.models.has(k)) (d.drained = false), (d.dirty = !this.ordered);
+    }
     for (const w of this.waiters) {
       if (w.models.has(k)) {
         w.wake();
         return;
       }
     }
+  }
+
+  /** Lets creates hand tasks to this worker while it is drained; returns the undo. */
+  attach(workerId: string, models: ModelRef[], delivery: DirectDelivery): () => void {
+    const d: Direct = { workerId, models: new Set(models.map(key)), delivery, drained: false, dirty: false };
+    this.direct.set(workerId, d);
+    return () => {
+      if (this.direct.get(workerId) === d) this.direct.delete(workerId);
+    };
+  }
+
+  attached(workerId: string): boolean {
+    return this.direct.has(workerId);
+  }
+
+  /** True when the store is known to hold nothing this worker could lease. */
+  drained(workerId: string): boolean {
+    return this.direct.get(workerId)?.drained ?? false;
+  }
+
+  /** Call before a lease query; pass its answer to `leaseAnswered`. */
+  leaseAsked(workerId: string): void {
+    const d = this.direct.get(workerId);
+    if (d) (d.drained = false), (d.dirty = false);
+  }
+
+  leaseAnswered(workerId: string, asked: number, got: number): void {
+    const d = this.direct.get(workerId);
+    if (d && got < asked && !d.dirty) d.drained = true;
+  }
+
+  /** Holds a slot of a drained worker serving this model, if one has a slot free. */
+  claim(model: ModelRef): Claim | null {
+    if (this.direct.size === 0) return null;
+    const k = key(model);
+    for (const d of this.direct.values()) {
+      if (!d.drained || !d.models.has(k) || !d.delivery.reserve()) continue;
+      const delivery = d.delivery;
+      return { workerId: d.workerId, delivered: (leased) => delivery.deliver(leased), abandoned: () => delivery.unreserve() };
+    }
+    return null;
   }
 
   get size(): number {

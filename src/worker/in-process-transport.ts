@@ -1,6 +1,7 @@
 import type { ModelRef, TaskError } from '../core/task.js';
 import type { LeaseOutcome } from '../core/store.js';
 import type { TaskQueue } from '../scheduler/task-queue.js';
+import type { DirectDelivery } from '../scheduler/wakeups.js';
 import type { EngineArtifact } from '../core/engine.js';
 import type { ArtifactRef, LeaseState, WorkerInfo, WorkerTransport } from './transport.js';
 
@@ -11,6 +12,7 @@ const state = (o: LeaseOutcome): LeaseState => o.kind;
 /** Embedded mode: the worker calls the queue directly; cancels arrive as events at once. */
 export class InProcessTransport implements WorkerTransport {
   private info: WorkerInfo | null = null;
+  private detach: (() => void) | null = null;
 
   constructor(private readonly queue: TaskQueue) {}
 
@@ -20,6 +22,8 @@ export class InProcessTransport implements WorkerTransport {
   }
 
   async unregister(): Promise<void> {
+    this.detach?.();
+    this.detach = null;
     if (!this.info) return;
     await this.queue.workers.unregister(this.info.workerId);
     this.info = null;
@@ -33,6 +37,11 @@ export class InProcessTransport implements WorkerTransport {
   async lease(models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal) {
     await this.queue.workers.touch(this.workerId);
     return this.queue.leaseWait(this.workerId, models, limit, waitMs, signal);
+  }
+
+  acceptHandoffs(delivery: DirectDelivery): void {
+    this.detach?.();
+    this.detach = this.queue.attachWorker(this.workerId, this.info!.models, delivery);
   }
 
   async heartbeat(taskId: string, leaseToken: string, progress?: number): Promise<LeaseState> {

@@ -1,6 +1,7 @@
 import type { EngineArtifact } from '../core/engine.js';
 import type { LeasedTask } from '../core/store.js';
 import type { ModelRef, TaskError } from '../core/task.js';
+import type { DirectDelivery } from '../scheduler/wakeups.js';
 
 /** What the server says about a lease the worker presented. */
 export type LeaseState = 'ok' | 'cancelled' | 'stale';
@@ -37,6 +38,11 @@ export interface WorkerTransport {
   appendEvents(taskId: string, leaseToken: string, events: Array<{ progress?: number; text?: string }>): Promise<LeaseState>;
   /** Stores a binary output under the lease; returns where clients fetch it. */
   putArtifact(taskId: string, leaseToken: string, artifact: EngineArtifact): Promise<ArtifactRef>;
+  /**
+   * Where the queue is in this process: once the worker has drained the queue, new tasks
+   * come straight to it, created already leased to it, in the slots it reserves.
+   */
+  acceptHandoffs?(delivery: DirectDelivery): void;
   /** Push notice of cancelled tasks, where the transport has one; heartbeats are the fallback. */
   onCancel(listener: (taskId: string) => void): () => void;
   unregister(): Promise<void>;

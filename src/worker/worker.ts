@@ -41,6 +41,8 @@ interface Running {
   progress: number | undefined;
   done: Promise<void>;
   stream: OutputStream;
+  /** Holds one of the worker's slots until its engine has returned (reporting needs none). */
+  slot: boolean;
 }
 
 /** Batches a task's streamed output and progress into one report per interval, in order. */
@@ -112,6 +114,13 @@ export class Worker {
   private loop: Promise<void> | null = null;
   private slotFreed: (() => void) | null = null;
   private offCancel: (() => void) | null = null;
+  /** Slots held for tasks being created already leased to this worker. */
+  private reserved = 0;
+  /** Tasks whose engine has not returned yet. */
+  private busy = 0;
+  private allDelivered: (() => void) | null = null;
+  /** Tasks handed over while stopping, on their way back to the queue. */
+  private readonly handingBack = new Set<Promise<void>>();
 
   constructor(private readonly opts: WorkerOptions) {
     this.id = opts.id ?? defaultWorkerId();
@@ -133,6 +142,24 @@ export class Worker {
       hardware: this.opts.hardware,
     });
     this.offCancel = this.transport.onCancel((taskId) => this.stopTask(taskId, 'cancelled'));
+    this.transport.acceptHandoffs?.({
+      reserve: () => {
+        if (this.stopController.signal.aborted || this.free() <= 0) return false;
+        this.reserved++;
+        return true;
+      },
+      deliver: (leased) => {
+        this.reserved--;
+        this.takeHandoff(leased);
+        if (this.reserved === 0) this.allDelivered?.();
+      },
+      unreserve: () => {
+        this.reserved--;
+        this.slotFreed?.();
+        this.slotFreed = null;
+        if (this.reserved === 0) this.allDelivered?.();
+      },
+    });
     this.loop = this.leaseLoop();
   }
 
@@ -141,7 +168,7 @@ export class Worker {
     const models = this.opts.models.map(({ taskType, modelName }) => ({ taskType, modelName }));
     let backoffMs = 100;
     while (!signal.aborted) {
-      const free = this.opts.concurrency - this.running.size;
+      const free = this.free();
       if (free <= 0 && !this.transport.pollsForCancels) {
         await new Promise<void>((resolve) => (this.slotFreed = resolve));
         // Let the other tasks that finished in the same commit free their slots too, so one
@@ -174,19 +201,39 @@ export class Worker {
     }
   }
 
+  private free(): number {
+    return this.opts.concurrency - this.busy - this.reserved;
+  }
+
+  private takeHandoff(leased: LeasedTask): void {
+    if (!this.stopController.signal.aborted) return this.runTask(leased);
+    // Handed over while stopping: give it back, as a lease taken while stopping is.
+    const back = this.report(() => this.transport.release(leased.task.id, leased.leaseToken)).finally(() => this.handingBack.delete(back));
+    this.handingBack.add(back);
+  }
+
   private runTask(leased: LeasedTask): void {
     const stream = new OutputStream(
       (events) => this.transport.appendEvents(leased.task.id, leased.leaseToken, events),
       this.opts.streamIntervalMs ?? 100,
       (err) => this.log.warn({ err, task_id: leased.task.id }, 'could not report output'),
     );
-    const entry: Running = { leased, controller: new AbortController(), progress: undefined, done: Promise.resolve(), stream };
+    const entry: Running = { leased, controller: new AbortController(), progress: undefined, done: Promise.resolve(), stream, slot: true };
     this.running.set(leased.task.id, entry);
+    this.busy++;
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(leased.task.id);
-      this.slotFreed?.();
-      this.slotFreed = null;
+      this.freeSlot(entry);
     });
+  }
+
+  /** The engine is done with the task: the next one can start while this one is reported. */
+  private freeSlot(entry: Running): void {
+    if (!entry.slot) return;
+    entry.slot = false;
+    this.busy--;
+    this.slotFreed?.();
+    this.slotFreed = null;
   }
 
   private async execute(entry: Running): Promise<void> {
@@ -238,6 +285,7 @@ export class Worker {
           reportOutput: (text) => entry.stream.text(String(text)),
         },
       );
+      this.freeSlot(entry);
       if (controller.signal.aborted) {
         await this.afterStop(entry, controller.signal.reason as StopReason, log);
       } else {
@@ -249,6 +297,7 @@ export class Worker {
         await this.report(() => this.transport.complete(task.id, leaseToken, final), log);
       }
     } catch (err) {
+      this.freeSlot(entry);
       if (controller.signal.aborted) {
         await this.afterStop(entry, controller.signal.reason as StopReason, log);
       } else {
@@ -301,6 +350,9 @@ export class Worker {
     this.stopController.abort();
     this.slotFreed?.();
     await this.loop;
+    // Creates already leasing to this worker commit first; their tasks go back to the queue.
+    while (this.reserved > 0) await new Promise<void>((r) => (this.allDelivered = r));
+    await Promise.all(this.handingBack);
     const all = [...this.running.values()].map((r) => r.done);
     if (all.length) {
       let timer: NodeJS.Timeout | undefined;

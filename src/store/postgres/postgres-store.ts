@@ -113,6 +113,7 @@ export function poolConfig(opts: PostgresStoreOptions): pg.PoolConfig {
  */
 export class PostgresTaskStore implements TaskStore {
   readonly kind = 'postgres' as const;
+  readonly answersInCommitOrder = false;
   private readonly listSql = new Map<string, { page: string; total: string }>();
   private closed = false;
 

@@ -106,6 +106,9 @@ function writerEntry(): URL {
  */
 export class SqliteTaskStore implements TaskStore {
   readonly kind = 'sqlite' as const;
+  // One writer commits in order; a create is answered after its fdatasync, a lease on commit,
+  // so a create answered before a lease committed before it.
+  readonly answersInCommitOrder = true;
   private readonly db: Database.Database;
   private readonly stmt = {} as Record<Command, Database.Statement>;
   private readonly listCache = new Map<string, { page: ShapedStatement<SummaryRow>; total: Database.Statement }>();
