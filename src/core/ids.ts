@@ -7,15 +7,6 @@ let seq = 0;
 const POOL_SIZE = 16 * 512;
 let pool = randomBytes(POOL_SIZE);
 let poolOffset = 0;
-function random(n: number): Buffer {
-  if (poolOffset + n > POOL_SIZE) {
-    pool = randomBytes(POOL_SIZE);
-    poolOffset = 0;
-  }
-  const out = Buffer.from(pool.subarray(poolOffset, poolOffset + n));
-  poolOffset += n;
-  return out;
-}
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
@@ -58,7 +49,15 @@ export function uuidv7(now = Date.now()): string {
 
 export const newTaskId = (now?: number): string => `task_${uuidv7(now)}`;
 export const newRequestId = (): string => `req_${randomUUID()}`;
-export const newLeaseToken = (): string => random(16).toString('hex');
+/** 128 random bits as 32 hex digits, read straight from the pool. */
+export function newLeaseToken(): string {
+  if (poolOffset + 16 > POOL_SIZE) {
+    pool = randomBytes(POOL_SIZE);
+    poolOffset = 0;
+  }
+  poolOffset += 16;
+  return pool.toString('hex', poolOffset - 16, poolOffset);
+}
 
 const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 export const TASK_ID_PATTERN = `^task_${UUID}$`;

@@ -169,7 +169,11 @@ export interface TaskStore {
   leaseTasks(req: LeaseRequest): Promise<LeasedTask[]>;
   /** Extends the lease and records progress. */
   heartbeat(id: string, leaseToken: string, leaseMs: number, now: number, progress?: number): Promise<LeaseOutcome>;
-  completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome>;
+  /**
+   * `leased`: the caller's copy of the task as it was leased. A store may build the completed
+   * record from it instead of reading the row back (what the update sets is known).
+   */
+  completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number, leased?: TaskRecord): Promise<LeaseOutcome>;
   failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome>;
   /** Gives a leased task back to the queue without spending an attempt (graceful shutdown). */
   releaseTask(id: string, leaseToken: string, now: number): Promise<LeaseOutcome>;

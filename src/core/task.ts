@@ -101,3 +101,32 @@ export const TRANSITIONS: Record<TaskStatus, readonly TaskStatus[]> = {
 export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
   return TRANSITIONS[from].includes(to);
 }
+
+/** The record of a task just inserted (leased to a waiting worker with `lease`): known from its input, so nothing is read back. */
+export function newTaskRecord(t: NewTask, lease?: NewLease): TaskRecord {
+  return {
+    id: t.id,
+    status: lease ? 'running' : 'pending',
+    taskType: t.taskType,
+    modelName: t.modelName,
+    inputData: t.inputData,
+    parameters: t.parameters,
+    priority: t.priority,
+    attempts: lease ? 1 : 0,
+    maxAttempts: t.maxAttempts,
+    timeoutMs: t.timeoutMs,
+    createdAt: t.createdAt,
+    startedAt: lease ? t.createdAt : null,
+    completedAt: null,
+    cancelledAt: null,
+    updatedAt: t.createdAt,
+    workerId: lease?.workerId ?? null,
+    leaseToken: lease?.token ?? null,
+    leaseExpiresAt: lease?.expiresAt ?? null,
+    progress: null,
+    result: null,
+    error: null,
+    webhookUrl: t.webhookUrl ?? null,
+    webhookEvents: t.webhookEvents ?? null,
+  };
+}

@@ -2,7 +2,7 @@ import { AppError } from '../core/errors.js';
 import type { EventBus, TaskEventType } from '../core/events.js';
 import { newLeaseToken, newTaskId } from '../core/ids.js';
 import type { CancelOutcome, LeasedTask, LeaseOutcome, ListQuery, ListResult, TaskStore } from '../core/store.js';
-import { isFinal, type ModelRef, type NewLease, type NewTask, type TaskError, type TaskRecord, type TaskStatus, type TaskType } from '../core/task.js';
+import { isFinal, newTaskRecord, type ModelRef, type NewLease, type NewTask, type TaskError, type TaskRecord, type TaskStatus, type TaskType } from '../core/task.js';
 import { EtaEstimator } from './eta-estimator.js';
 import { LeaseWakeups, type Claim, type DirectDelivery } from './wakeups.js';
 import { WorkerDirectory } from './worker-directory.js';
@@ -118,7 +118,7 @@ export class TaskQueue {
     return { task, replayed: false, queuePosition: ahead, estimatedCompletion: this.eta.estimate(input, ahead, now) };
   }
 
-  private newTask(input: CreateTaskInput, now: number): NewTask {
+  private newTask(input: CreateTaskInput, now: number, lease?: NewLease): NewTask {
     return {
       id: newTaskId(now),
       taskType: input.taskType,
@@ -131,21 +131,23 @@ export class TaskQueue {
       createdAt: now,
       webhookUrl: input.webhookUrl ?? null,
       webhookEvents: input.webhookUrl ? (input.webhookEvents ?? ['completed', 'failed', 'cancelled']) : null,
+      lease,
     };
   }
 
   private async createLeased(input: CreateTaskInput, claim: Claim, now: number): Promise<{ task: TaskRecord; replayed: boolean } & Estimate> {
     const lease: NewLease = { workerId: claim.workerId, token: newLeaseToken(), expiresAt: now + this.opts.leaseMs };
+    const record = this.newTask(input, now, lease);
     let task: TaskRecord;
     try {
-      task = await this.store.createTask({ ...this.newTask(input, now), lease });
+      task = await this.store.createTask(record);
     } catch (err) {
       claim.abandoned();
       throw err;
     }
     // The create answers, and its event shows, the task as created: first in its queue. The
     // lease shows from the next read on, and as the `leased` event.
-    const created: TaskRecord = { ...task, status: 'pending', attempts: 0, startedAt: null, workerId: null, leaseToken: null, leaseExpiresAt: null };
+    const created = newTaskRecord(record);
     const at = Date.now();
     this.bus.publish({ type: 'created', task: created, at, dispatched: true });
     this.bus.publish({ type: 'leased', task, at });
@@ -297,8 +299,9 @@ export class TaskQueue {
     return out.kind;
   }
 
-  async complete(id: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseOutcome> {
-    const out = await this.store.completeTask(id, leaseToken, result, Date.now());
+  /** `leased`: the worker's copy of the task, which spares the store a read (TaskStore.completeTask). */
+  async complete(id: string, leaseToken: string, result: Record<string, unknown>, leased?: TaskRecord): Promise<LeaseOutcome> {
+    const out = await this.store.completeTask(id, leaseToken, result, Date.now(), leased);
     if (out.kind === 'ok') this.finished('completed', out.task);
     return out;
   }

@@ -1,4 +1,4 @@
-import type { ModelRef, TaskError } from '../core/task.js';
+import type { ModelRef, TaskError, TaskRecord } from '../core/task.js';
 import type { LeaseOutcome } from '../core/store.js';
 import type { TaskQueue } from '../scheduler/task-queue.js';
 import type { DirectDelivery } from '../scheduler/wakeups.js';
@@ -49,8 +49,8 @@ export class InProcessTransport implements WorkerTransport {
     return state(await this.queue.heartbeat(taskId, leaseToken, progress));
   }
 
-  async complete(taskId: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseState> {
-    return state(await this.queue.complete(taskId, leaseToken, result));
+  async complete(taskId: string, leaseToken: string, result: Record<string, unknown>, leased?: TaskRecord): Promise<LeaseState> {
+    return state(await this.queue.complete(taskId, leaseToken, result, leased));
   }
 
   async fail(taskId: string, leaseToken: string, error: TaskError, retryable: boolean): Promise<LeaseState> {

@@ -1,6 +1,6 @@
 import type { EngineArtifact } from '../core/engine.js';
 import type { LeasedTask } from '../core/store.js';
-import type { ModelRef, TaskError } from '../core/task.js';
+import type { ModelRef, TaskError, TaskRecord } from '../core/task.js';
 import type { DirectDelivery } from '../scheduler/wakeups.js';
 
 /** What the server says about a lease the worker presented. */
@@ -31,7 +31,8 @@ export interface WorkerTransport {
   /** Long-poll: resolves with up to `limit` tasks, or [] after `waitMs`. */
   lease(models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal): Promise<LeasedTask[]>;
   heartbeat(taskId: string, leaseToken: string, progress?: number): Promise<LeaseState>;
-  complete(taskId: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseState>;
+  /** `leased`: the task as leased, for a transport that can pass it on (in-process). */
+  complete(taskId: string, leaseToken: string, result: Record<string, unknown>, leased?: TaskRecord): Promise<LeaseState>;
   fail(taskId: string, leaseToken: string, error: TaskError, retryable: boolean): Promise<LeaseState>;
   release(taskId: string, leaseToken: string): Promise<LeaseState>;
   /** Streams output and progress of a running task (logged and pushed to subscribers). */

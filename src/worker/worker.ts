@@ -294,7 +294,7 @@ export class Worker {
         const refs = [];
         for (const a of artifacts) refs.push(await this.transport.putArtifact(task.id, leaseToken, a));
         const final = refs.length ? { ...result, artifacts: refs } : result;
-        await this.report(() => this.transport.complete(task.id, leaseToken, final), log);
+        await this.report(() => this.transport.complete(task.id, leaseToken, final, task), log);
       }
     } catch (err) {
       this.freeSlot(entry);

@@ -177,6 +177,23 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect((await store.failTask(l.task.id, l.leaseToken, { error: { code: 'X', message: 'x' }, retryable: false, now: now() })).kind).toBe('stale');
     });
 
+    it('completing with the leased copy answers the task exactly as stored; a stale token still changes nothing', async () => {
+      const t = await store.createTask(newTask({ webhookUrl: 'https://hooks.example.com/x', webhookEvents: ['completed'] }));
+      const l = await leaseOne();
+      expect((await store.heartbeat(t.id, l.leaseToken, 30_000, now() + 5, 0.5)).kind).toBe('ok');
+      expect((await store.completeTask(t.id, 'f'.repeat(32), { no: true }, now() + 9, l.task)).kind).toBe('stale');
+      const done = await store.completeTask(t.id, l.leaseToken, { generated_text: 'ok', n: [1, 2] }, now() + 10, l.task);
+      expect(done.kind).toBe('ok');
+      expect(done.task).toEqual(await store.getTask(t.id));
+      expect(done.task).toMatchObject({ status: 'completed', progress: 1, completedAt: now() + 10, leaseToken: null, result: { generated_text: 'ok', n: [1, 2] } });
+      expect((await store.listEvents(t.id, 0, 10)).map((e) => e.status)).toEqual(['pending', 'running', 'completed']);
+      expect((await store.listDeliveries(t.id)).map((d) => d.event)).toEqual(['completed']);
+      const rows = await store.counts();
+      expect(rows.find((r) => r.status === 'completed')).toMatchObject({ current: 1, total: 1 });
+      expect(rows.find((r) => r.status === 'running')).toMatchObject({ current: 0, total: 1 });
+      expect((await store.completeTask(t.id, l.leaseToken, {}, now() + 20, l.task)).kind).toBe('stale');
+    });
+
     it('a retryable failure requeues while attempts remain, then fails', async () => {
       const t = await store.createTask(newTask({ maxAttempts: 2 }));
       const l1 = await leaseOne();

@@ -334,6 +334,7 @@ export class PostgresTaskStore implements TaskStore {
     return this.leaseWrite('heartbeat', [id, leaseToken, now + leaseMs, progress ?? null, now], id, leaseToken);
   }
 
+  // RETURNING gives the row in the same round trip: the caller's copy is not needed.
   completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
     return this.leaseWrite('complete_task', [id, leaseToken, JSON.stringify(result), now], id, leaseToken);
   }

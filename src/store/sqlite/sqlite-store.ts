@@ -23,7 +23,7 @@ import type {
   TaskStore,
   WorkerRecord,
 } from '../../core/store.js';
-import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js';
+import { newTaskRecord, type ModelRef, type NewTask, type TaskRecord, type TaskType } from '../../core/task.js';
 import {
   insertRow,
   listOrderBy,
@@ -44,7 +44,7 @@ import {
 import { loadCommands, loadMigrations } from '../sql-files.js';
 import { shaped, type ShapedStatement } from './shaped-rows.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
-import { isUnavailable, newRecord, openConnection, SqliteWriter, type CreatedOnce, type Outcome, type WriteOp } from './writer.js';
+import { isUnavailable, openConnection, SqliteWriter, type CreatedOnce, type Outcome, type WriteOp } from './writer.js';
 
 /** Statements the read side prepares; writes have their own (writer.ts). */
 const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times'] as const;
@@ -270,12 +270,12 @@ export class SqliteTaskStore implements TaskStore {
 
   createTask(t: NewTask): Promise<TaskRecord> {
     const op: WriteOp = t.lease ? { op: 'createTask', row: insertRow(t), lease: t.lease } : { op: 'createTask', row: insertRow(t) };
-    return this.write(op, newRecord(t, t.lease));
+    return this.write(op, newTaskRecord(t, t.lease));
   }
 
   createTaskOnce(t: Omit<NewTask, 'lease'>, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
     return this.write<CreateOnceOutcome | CreatedOnce>({ op: 'createTaskOnce', row: insertRow(t), key, fingerprint, ttlMs }).then((o) =>
-      o.kind === 'created' ? { kind: 'created', task: newRecord(t) } : o,
+      o.kind === 'created' ? { kind: 'created', task: newTaskRecord(t) } : o,
     );
   }
 
@@ -370,8 +370,14 @@ export class SqliteTaskStore implements TaskStore {
     return this.write({ op: 'heartbeat', id, leaseToken, leaseMs, now, progress });
   }
 
-  completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
-    return this.write({ op: 'completeTask', id, leaseToken, result: JSON.stringify(result), now });
+  completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number, leased?: TaskRecord): Promise<LeaseOutcome> {
+    if (!leased) return this.write({ op: 'completeTask', id, leaseToken, result: JSON.stringify(result), now });
+    const known = { taskType: leased.taskType, modelName: leased.modelName, webhookUrl: leased.webhookUrl, webhookEvents: leased.webhookEvents };
+    return this.write<LeaseOutcome | { kind: 'ok'; task?: undefined }>({ op: 'completeTask', id, leaseToken, result: JSON.stringify(result), now, known }).then((o) =>
+      o.kind === 'ok' && !o.task
+        ? { kind: 'ok', task: { ...leased, status: 'completed', result, progress: 1, completedAt: now, updatedAt: now, leaseToken: null, leaseExpiresAt: null } }
+        : (o as LeaseOutcome),
+    );
   }
 
   failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome> {

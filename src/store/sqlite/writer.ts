@@ -12,7 +12,7 @@ import type {
   TaskLogEvent,
   WorkerRecord,
 } from '../../core/store.js';
-import type { NewLease, NewTask, TaskRecord } from '../../core/task.js';
+import type { NewLease, TaskRecord } from '../../core/task.js';
 import { rowToDelivery, rowToEvent, rowToTask, rowToWorker, type DeliveryRow, type InsertRow, type TaskRow, type WorkerRow } from '../rows.js';
 import { loadCommands } from '../sql-files.js';
 import { shaped, type ShapedStatement } from './shaped-rows.js';
@@ -45,7 +45,7 @@ export type WriteOp =
   | { op: 'cancelTask'; id: string; now: number }
   | { op: 'leaseTasks'; req: LeaseRequest }
   | { op: 'heartbeat'; id: string; leaseToken: string; leaseMs: number; now: number; progress?: number }
-  | { op: 'completeTask'; id: string; leaseToken: string; result: string; now: number }
+  | { op: 'completeTask'; id: string; leaseToken: string; result: string; now: number; known?: KnownTask }
   | { op: 'failTask'; id: string; leaseToken: string; req: FailRequest }
   | { op: 'releaseTask'; id: string; leaseToken: string; now: number }
   | { op: 'reapExpiredLeases'; now: number; limit: number }
@@ -57,6 +57,9 @@ export type WriteOp =
   | { op: 'removeWorker'; id: string }
   | { op: 'putArtifact'; taskId: string; name: string; contentType: string; data: Uint8Array; now: number }
   | { op: 'probe' };
+
+/** What the caller knows of a task and never changes: a status change needs it, so the row need not be read. */
+export type KnownTask = Pick<TaskRecord, 'taskType' | 'modelName' | 'webhookUrl' | 'webhookEvents'>;
 
 /** Creates and cancels: the promises clients hold, acknowledged only once on disk. */
 export const isDurable = (op: WriteOp): boolean => op.op === 'createTask' || op.op === 'createTaskOnce' || op.op === 'cancelTask';
@@ -85,35 +88,6 @@ const UNAVAILABLE_CODES = [
 export function isUnavailable(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code ?? '';
   return UNAVAILABLE_CODES.some((c) => code === c || code.startsWith(`${c}_`)) || /database connection is not open/.test(String(err));
-}
-
-/** The record of a task just inserted: known from its input, so nothing is read back. */
-export function newRecord(t: NewTask, lease?: NewLease): TaskRecord {
-  return {
-    id: t.id,
-    status: lease ? 'running' : 'pending',
-    taskType: t.taskType,
-    modelName: t.modelName,
-    inputData: t.inputData,
-    parameters: t.parameters,
-    priority: t.priority,
-    attempts: lease ? 1 : 0,
-    maxAttempts: t.maxAttempts,
-    timeoutMs: t.timeoutMs,
-    createdAt: t.createdAt,
-    startedAt: lease ? t.createdAt : null,
-    completedAt: null,
-    cancelledAt: null,
-    updatedAt: t.createdAt,
-    workerId: lease?.workerId ?? null,
-    leaseToken: lease?.token ?? null,
-    leaseExpiresAt: lease?.expiresAt ?? null,
-    progress: null,
-    result: null,
-    error: null,
-    webhookUrl: t.webhookUrl ?? null,
-    webhookEvents: t.webhookEvents ?? null,
-  };
 }
 
 /** The columns of a task row that a status change needs. */
@@ -390,6 +364,15 @@ export class SqliteWriter {
         return row ? ({ kind: 'ok', task: rowToTask(row) } satisfies LeaseOutcome) : this.leaseMiss(w.id, w.leaseToken);
       }
       case 'completeTask':
+        if (w.known) {
+          // The caller builds the completed record from its copy: only the outcome goes back.
+          if (this.stmt.complete_task.run({ id: w.id, lease_token: w.leaseToken, result: w.result, now: w.now }).changes === 0) {
+            return this.leaseMiss(w.id, w.leaseToken);
+          }
+          const k = w.known;
+          this.moved({ id: w.id, task_type: k.taskType, model_name: k.modelName, updated_at: w.now, webhook_url: k.webhookUrl, webhook_events: k.webhookEvents }, 'running', 'completed');
+          return { kind: 'ok' };
+        }
         return this.leaseResult(
           this.updateById('complete_task', { id: w.id, lease_token: w.leaseToken, result: w.result, now: w.now }),
           w.id,
