@@ -7,8 +7,7 @@ import { startServer } from './helpers/server.js';
 import { Metrics } from '../src/server/metrics.js';
 import { requestLogger } from '../src/server/request-log.js';
 import { createdJson } from '../src/server/serialize.js';
-import { newRecord } from '../src/store/sqlite/writer.js';
-import type { TaskRecord } from '../src/core/task.js';
+import { newTaskRecord, type TaskRecord } from '../src/core/task.js';
 
 describe('isoTime', () => {
   const same = (t: number) => expect(isoTime(t)).toBe(new Date(t).toISOString());
@@ -151,7 +150,7 @@ describe('uuidv7', () => {
 });
 
 describe('createdJson', () => {
-  const record = (over: Partial<TaskRecord>): TaskRecord => ({ ...newRecord({
+  const record = (over: Partial<TaskRecord>): TaskRecord => ({ ...newTaskRecord({
     id: newTaskId(),
     taskType: 'text_generation',
     modelName: 'tiny-llama',
