@@ -38,11 +38,12 @@ export function freePort() {
  */
 export const SERVER_NODE_FLAGS = ['--max-semi-space-size=64'];
 
-export function startNode(label, args, env) {
+/** `stdout: true` pipes the child's stdout (child.stdout) instead of dropping it. */
+export function startNode(label, args, env, { stdout = false } = {}) {
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', stdout ? 'pipe' : 'ignore', 'pipe'],
   });
   child.stderr.on('data', (d) => process.stderr.write(`[${label}] ${d}`));
   child.exited = new Promise((resolve) =>
