@@ -76,7 +76,7 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
     });
 
     it('creates a task already leased to a waiting worker, with both moves logged and counted', async () => {
-      const t = newTask();
+      const t = newTask({ webhookUrl: 'https://hooks.example.com/x', webhookEvents: ['pending', 'running'] });
       const token = newLeaseToken();
       const created = await store.createTask({ ...t, lease: { workerId: 'w1', token, expiresAt: t.createdAt + 1000 } });
       expect(created).toMatchObject({
@@ -96,6 +96,7 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
         [1, 'pending'],
         [2, 'running'],
       ]);
+      expect((await store.listDeliveries(t.id)).map((d) => d.event)).toEqual(['pending', 'running']);
       const rows = await store.counts();
       const get = (s: string) => rows.find((r) => r.modelName === 'llm-a' && r.status === s) ?? { current: 0, total: 0 };
       expect(get('pending')).toMatchObject({ current: 0, total: 1 });

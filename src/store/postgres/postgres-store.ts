@@ -42,7 +42,7 @@ import { loadCommands, loadMigrations } from '../sql-files.js';
 
 const COMMANDS = [
   'insert_task',
-  'lease_new_task',
+  'insert_task_leased',
   'get_task',
   'lease_tasks',
   'heartbeat',
@@ -151,16 +151,10 @@ export class PostgresTaskStore implements TaskStore {
 
   async createTask(t: NewTask): Promise<TaskRecord> {
     const lease = t.lease;
-    if (!lease) {
-      const [row] = await this.run<TaskRow>('insert_task', insertRow(t));
-      return rowToTask(row);
-    }
-    // Inserted pending, then leased: the triggers log and count both moves.
-    return this.transaction('create task', async (client) => {
-      await client.query(SQL.insert_task, insertRow(t));
-      const { rows } = await client.query<TaskRow>(SQL.lease_new_task, [t.id, lease.workerId, lease.token, lease.expiresAt, t.createdAt]);
-      return rowToTask(rows[0]);
-    });
+    const [row] = lease
+      ? await this.run<TaskRow>('insert_task_leased', [...insertRow(t), lease.workerId, lease.token, lease.expiresAt])
+      : await this.run<TaskRow>('insert_task', insertRow(t));
+    return rowToTask(row);
   }
 
   /** Runs `fn` in one transaction on one pooled connection. */
