@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EngineError, RetryableEngineError } from '../src/core/engine.js';
 import { LocalEventBus } from '../src/core/events.js';
+import { newTaskId } from '../src/core/ids.js';
 import { LeaseReaper } from '../src/scheduler/lease-reaper.js';
 import { LeaseWakeups } from '../src/scheduler/wakeups.js';
 import { TaskQueue } from '../src/scheduler/task-queue.js';
@@ -33,7 +34,7 @@ describe('worker runtime and leases', () => {
     dir.cleanup();
   });
 
-  function startWorker(engine: GateEngine, opts: { id?: string; concurrency?: number; heartbeatMs?: number; pushCancels?: boolean } = {}) {
+  function startWorker(engine: GateEngine, opts: { id?: string; concurrency?: number; heartbeatMs?: number; pushCancels?: boolean; leaseWaitMs?: number } = {}) {
     const transport = new InProcessTransport(queue);
     if (opts.pushCancels === false) transport.onCancel = () => () => {};
     const w = new Worker({
@@ -42,7 +43,7 @@ describe('worker runtime and leases', () => {
       models: [{ ...MODEL, engine, modelOptions: { path: '/models/m.gguf' } }],
       concurrency: opts.concurrency ?? 1,
       heartbeatMs: opts.heartbeatMs ?? 100,
-      leaseWaitMs: 5_000,
+      leaseWaitMs: opts.leaseWaitMs ?? 5_000,
     });
     workers.push(w);
     return w.start().then(() => w);
@@ -318,6 +319,18 @@ describe('worker runtime and leases', () => {
       await new Promise((r) => setTimeout(r, 150));
       expect(engine.runs).toHaveLength(2);
       expect((await store.runningTasks()).length).toBe(1);
+    });
+
+    it('still asks the store once per long-poll, for tasks that came in without an event', async () => {
+      const engine = new GateEngine();
+      await startWorker(engine, { concurrency: 2, leaseWaitMs: 200 });
+      await create();
+      await engine.started(1);
+      // Written past the queue (as an import would): nothing announces it.
+      const now = Date.now();
+      const t = await store.createTask({ id: newTaskId(now), ...MODEL, inputData: { prompt: 'x' }, parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 60_000, createdAt: now });
+      await engine.started(2, 3_000);
+      expect(engine.runs[1].task.id).toBe(t.id);
     });
 
     it('a worker stopping while creates lease to it gives those tasks back unstarted', async () => {

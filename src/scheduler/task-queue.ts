@@ -269,8 +269,13 @@ export class TaskQueue {
       }
       await waiter.promise;
       if (signal?.aborted) return [];
-      // A worker taking handoffs may have been handed tasks meanwhile: it counts its free slots again.
-      if (this.wakeups.attached(workerId)) return [];
+      if (this.wakeups.attached(workerId)) {
+        // A whole wait without a wakeup: ask the store next time anyway, for tasks that came
+        // in without an event (written by other means, or a lost notification).
+        if (Date.now() >= deadline) this.wakeups.recheck(workerId);
+        // It may have been handed tasks meanwhile: the worker counts its free slots again.
+        return [];
+      }
       if (Date.now() >= deadline) return this.lease(workerId, models, limit);
     }
   }

@@ -107,6 +107,12 @@ export class LeaseWakeups {
     return this.direct.get(workerId)?.drained ?? false;
   }
 
+  /** Makes the worker ask the store before it takes another handoff. */
+  recheck(workerId: string): void {
+    const d = this.direct.get(workerId);
+    if (d) d.drained = false;
+  }
+
   /** Call before a lease query; pass its answer to `leaseAnswered`. */
   leaseAsked(workerId: string): void {
     const d = this.direct.get(workerId);
