@@ -53,6 +53,7 @@ describe('worker runtime and leases', () => {
     queue.create({ ...MODEL, inputData: { prompt: 'hi' }, parameters: {}, ...over }).then((r) => r.task);
 
   const statusOf = async (id: string) => (await store.getTask(id))!;
+  const completed = (id: string) => waitFor(async () => (await statusOf(id)).status === 'completed', 3000, 'completed');
 
   it('runs a task on its engine with catalog options and completes it', async () => {
     const engine = new GateEngine();
@@ -275,7 +276,7 @@ describe('worker runtime and leases', () => {
       await queue.cancel(r.task.id);
       await waitFor(async () => engine.aborted.some((a) => a.taskId === r.task.id && a.reason === 'cancelled'), 3000, 'abort');
       engine.finish(first.id, { ok: true });
-      await waitFor(async () => (await statusOf(first.id)).status === 'completed', 3000, 'completed');
+      await completed(first.id);
     });
 
     it('hands nothing over while tasks are pending: the queue keeps its order', async () => {
@@ -300,7 +301,7 @@ describe('worker runtime and leases', () => {
       expect(seen.filter(([type]) => type === 'created').every(([, , dispatched]) => !dispatched)).toBe(true);
       // Drained again: the next create goes straight to the worker.
       engine.finish(d.id, {});
-      await waitFor(async () => (await statusOf(d.id)).status === 'completed', 3000, 'completed');
+      await completed(d.id);
       const e = await create();
       expect(seen.at(-2)).toEqual(['created', e.id, true]);
       await engine.started(5);
@@ -312,7 +313,7 @@ describe('worker runtime and leases', () => {
       const first = await create();
       await engine.started(1);
       engine.finish(first.id, {});
-      await waitFor(async () => (await statusOf(first.id)).status === 'completed', 3000, 'completed');
+      await completed(first.id);
       // The first goes by handoff, the rest wait in the store for the one slot.
       for (let i = 0; i < 4; i++) await create();
       await engine.started(2);
@@ -339,7 +340,7 @@ describe('worker runtime and leases', () => {
       const first = await create();
       await engine.started(1);
       engine.finish(first.id, {});
-      await waitFor(async () => (await statusOf(first.id)).status === 'completed', 3000, 'completed');
+      await completed(first.id);
       const seen = record();
       // The create holds the worker's slot at once; its commit lands after the stop began.
       const creating = create();
