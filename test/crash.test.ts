@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteTaskStore } from '../src/store/sqlite/sqlite-store.js';
 import { GateEngine } from './helpers/engines.js';
 import { spawnServer } from './helpers/process.js';
-import { json, post, startServer, tempDir } from './helpers/server.js';
+import { json, post, startServer, tempDir, waitFor } from './helpers/server.js';
 
 const body = { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'durable?' } };
 
@@ -62,6 +62,56 @@ describe('crash safety (separate server process, default synchronous=FULL)', () 
     } finally {
       second.child.kill('SIGKILL');
       await second.exited;
+    }
+  });
+
+  it('tasks handed straight to the embedded worker survive SIGKILL mid-run and complete after a restart', async () => {
+    const db = join(dir.path, 'handoff.db');
+    const env = {
+      DATABASE_URL: `sqlite:${db}`,
+      TASK_MANAGER_RATE_LIMIT: 'false',
+      TASK_MANAGER_WORKER_CONCURRENCY: '4',
+      TASK_MANAGER_LEASE_SECONDS: '1',
+      TASK_MANAGER_REAPER_INTERVAL_MS: '100',
+      RUN_MS: '1500',
+    };
+    const NODE = ['test/fixtures/node.mjs'];
+    const first = await spawnServer(env, 20_000, NODE);
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const res = await post(`${first.url}/tasks`, { task_type: 'text_generation', model_name: 'sleepy', input_data: { prompt: `t${i}` } });
+      expect(res.status).toBe(201);
+      ids.push((await json(res)).task_id);
+    }
+    // Four run (the worker's four slots, each for 1.5 s), four wait: kill it now.
+    await waitFor(async () => (await json(await fetch(`${first.url}/tasks?status=running`))).total === 4, 5000, 'four running');
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    const second = await spawnServer(env, 20_000, NODE);
+    try {
+      // The dead leases expire and are requeued; every task completes, each once.
+      await waitFor(async () => (await json(await fetch(`${second.url}/tasks?status=completed`))).total === 8, 15_000, 'all completed');
+      const list = await json(await fetch(`${second.url}/tasks?limit=100`));
+      expect(list.total).toBe(8);
+      expect(list.tasks.map((t: any) => t.task_id).sort()).toEqual([...ids].sort());
+      const attempts = await Promise.all(ids.map(async (id) => (await json(await fetch(`${second.url}/tasks/${id}`))).attempts));
+      expect(attempts.filter((n) => n === 2)).toHaveLength(4);
+    } finally {
+      second.child.kill('SIGKILL');
+      await second.exited;
+    }
+    // The running four went by handoff: created and leased in one transaction, at one instant.
+    const check = SqliteTaskStore.open({ path: db, synchronous: 'NORMAL' });
+    try {
+      const handed = [];
+      for (const id of ids) {
+        const [created, leased] = await check.listEvents(id, 0, 2);
+        if (leased.status === 'running' && leased.at === created.at) handed.push(id);
+      }
+      expect(handed.length).toBeGreaterThanOrEqual(1);
+    } finally {
+      await check.close();
     }
   });
 
