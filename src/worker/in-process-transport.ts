@@ -40,8 +40,9 @@ export class InProcessTransport implements WorkerTransport {
   }
 
   acceptHandoffs(delivery: DirectDelivery): void {
+    if (!this.info) throw new Error('worker is not registered');
     this.detach?.();
-    this.detach = this.queue.attachWorker(this.workerId, this.info!.models, delivery);
+    this.detach = this.queue.attachWorker(this.info.workerId, this.info.models, delivery);
   }
 
   async heartbeat(taskId: string, leaseToken: string, progress?: number): Promise<LeaseState> {

@@ -269,8 +269,7 @@ export class SqliteTaskStore implements TaskStore {
 
 
   createTask(t: NewTask): Promise<TaskRecord> {
-    const op: WriteOp = t.lease ? { op: 'createTask', row: insertRow(t), lease: t.lease } : { op: 'createTask', row: insertRow(t) };
-    return this.write(op, newTaskRecord(t, t.lease));
+    return this.write({ op: 'createTask', row: insertRow(t), lease: t.lease }, newTaskRecord(t, t.lease));
   }
 
   createTaskOnce(t: Omit<NewTask, 'lease'>, key: string, fingerprint: string, ttlMs: number): Promise<CreateOnceOutcome> {
