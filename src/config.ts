@@ -1,3 +1,5 @@
+import { EMBEDDED_WORKER_PREFIX, WORKER_ID_PATTERN } from './core/worker-protocol.js';
+
 /**
  * One validated configuration object: defaults, then environment variables (PORT, HOST,
  * DATABASE_URL and the TASK_MANAGER_ prefix), then CLI flags. Anything unknown or invalid
@@ -30,6 +32,8 @@ export interface Config {
   defaultTimeoutSeconds: number;
   /** Run an in-process worker for the catalog's local engines. */
   embeddedWorker: boolean;
+  /** The in-process worker's id; null: derived per node (see `embeddedWorkerId` in server/app.ts). */
+  embeddedWorkerId: string | null;
   workerConcurrency: number;
   shutdownGraceSeconds: number;
   trustProxy: boolean;
@@ -79,6 +83,7 @@ export function defaultConfig(): Config {
     defaultMaxAttempts: 3,
     defaultTimeoutSeconds: 600,
     embeddedWorker: true,
+    embeddedWorkerId: null,
     workerConcurrency: 2,
     shutdownGraceSeconds: 10,
     trustProxy: false,
@@ -162,6 +167,15 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
     help: 'Default timeout_seconds per task (default 600)',
   },
   TASK_MANAGER_EMBEDDED_WORKER: { set: bool((c, v) => (c.embeddedWorker = v)), help: 'Run an in-process worker (default true)' },
+  TASK_MANAGER_EMBEDDED_WORKER_ID: {
+    set: (c, raw, name) => {
+      if (!new RegExp(WORKER_ID_PATTERN).test(raw) || !raw.startsWith(EMBEDDED_WORKER_PREFIX)) {
+        throw new ConfigError(`${name} must start with ${EMBEDDED_WORKER_PREFIX} and use only letters, digits and . _ : - (at most 128), got "${raw}"`);
+      }
+      c.embeddedWorkerId = raw;
+    },
+    help: 'Id of the in-process worker, one per node; a restarted node requeues at once what this id held (default worker_embedded on SQLite, worker_embedded:<host>:<port> on PostgreSQL)',
+  },
   TASK_MANAGER_WORKER_CONCURRENCY: { set: int(1, 1024, (c, v) => (c.workerConcurrency = v)), help: 'Tasks the embedded worker runs at once (default 2)' },
   TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: {
     set: int(0, 3600, (c, v) => (c.shutdownGraceSeconds = v)),

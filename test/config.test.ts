@@ -1,6 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { hostname } from 'node:os';
 import { ConfigError, loadConfig, parseDatabaseUrl } from '../src/config.js';
+import { WORKER_ID_PATTERN } from '../src/core/worker-protocol.js';
+import { embeddedWorkerId } from '../src/server/app.js';
 
 describe('configuration', () => {
   it('has the documented defaults', () => {
@@ -22,9 +25,23 @@ describe('configuration', () => {
     [{ TASK_MANAGER_RATE_LIMIT: 'maybe' }, /TASK_MANAGER_RATE_LIMIT must be true or false/],
     [{ TASK_MANAGER_LOG_LEVEL: 'loud' }, /TASK_MANAGER_LOG_LEVEL must be one of/],
     [{ TASK_MANAGER_PORTT: '1' }, /Unknown setting TASK_MANAGER_PORTT/],
+    [{ TASK_MANAGER_EMBEDDED_WORKER_ID: 'gpu-box-1' }, /TASK_MANAGER_EMBEDDED_WORKER_ID must start with worker_embedded/],
+    [{ TASK_MANAGER_EMBEDDED_WORKER_ID: 'worker_embedded/1' }, /TASK_MANAGER_EMBEDDED_WORKER_ID must start with worker_embedded and use only/],
   ])('fails fast on %j', (env, message) => {
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(ConfigError);
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);
+  });
+
+  it("names the in-process worker once per node: set, or worker_embedded on SQLite, or by host and port on PostgreSQL", () => {
+    expect(loadConfig({ TASK_MANAGER_EMBEDDED_WORKER_ID: 'worker_embedded:rack2-gpu7' }).embeddedWorkerId).toBe('worker_embedded:rack2-gpu7');
+    expect(embeddedWorkerId(loadConfig({ TASK_MANAGER_EMBEDDED_WORKER_ID: 'worker_embedded:rack2-gpu7' }), true)).toBe('worker_embedded:rack2-gpu7');
+    expect(embeddedWorkerId(loadConfig({}), false)).toBe('worker_embedded');
+    const host = hostname().replace(/[^A-Za-z0-9.-]/g, '-');
+    expect(embeddedWorkerId(loadConfig({ PORT: '8123' }), true)).toBe(`worker_embedded:${host}:8123`);
+    // Port 0 is no name: each start gets another id.
+    const [x, y] = [embeddedWorkerId(loadConfig({ PORT: '0' }), true), embeddedWorkerId(loadConfig({ PORT: '0' }), true)];
+    expect(x).toMatch(new RegExp(WORKER_ID_PATTERN));
+    expect(x).not.toBe(y);
   });
 
   it('parses database URLs', () => {

@@ -65,14 +65,17 @@ describe('crash safety (separate server process, default synchronous=FULL)', () 
     }
   });
 
-  it('tasks handed straight to the embedded worker survive SIGKILL mid-run and complete after a restart', async () => {
+  it('tasks handed straight to the embedded worker survive SIGKILL mid-run; the restarted server takes them back at once, not a remote worker\'s', async () => {
     const db = join(dir.path, 'handoff.db');
+    const TOKEN = 'crash-test-worker-token';
     const env = {
       DATABASE_URL: `sqlite:${db}`,
       TASK_MANAGER_RATE_LIMIT: 'false',
       TASK_MANAGER_WORKER_CONCURRENCY: '4',
-      TASK_MANAGER_LEASE_SECONDS: '1',
+      // Far longer than the test: no lease here ends by expiring.
+      TASK_MANAGER_LEASE_SECONDS: '600',
       TASK_MANAGER_REAPER_INTERVAL_MS: '100',
+      TASK_MANAGER_WORKER_TOKEN: TOKEN,
       RUN_MS: '1500',
     };
     const NODE = ['test/fixtures/node.mjs'];
@@ -83,16 +86,30 @@ describe('crash safety (separate server process, default synchronous=FULL)', () 
       expect(res.status).toBe(201);
       ids.push((await json(res)).task_id);
     }
+    // A remote worker holds a task of a model only it serves, through the crash.
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    expect((await post(`${first.url}/workers/register`, { worker_id: 'remote-1', models: [{ task_type: 'text_generation', model_name: 'remote-only' }], concurrency: 1 }, auth)).status).toBe(200);
+    const remoteTask = (await json(await post(`${first.url}/tasks`, { task_type: 'text_generation', model_name: 'remote-only', input_data: { prompt: 'r' } }))).task_id;
+    const leased = await json(await post(`${first.url}/workers/remote-1/lease`, { max_tasks: 1, wait_seconds: 5 }, auth));
+    expect(leased.tasks.map((t: any) => t.task_id)).toEqual([remoteTask]);
     // Four run (the worker's four slots, each for 1.5 s), four wait: kill it now.
-    await waitFor(async () => (await json(await fetch(`${first.url}/tasks?status=running`))).total === 4, 5000, 'four running');
+    await waitFor(async () => (await json(await fetch(`${first.url}/tasks?status=running&model_name=sleepy`))).total === 4, 5000, 'four running');
+    const wasRunning = (await json(await fetch(`${first.url}/tasks?status=running&model_name=sleepy`))).tasks.map((t: any) => t.task_id);
     first.child.kill('SIGKILL');
     await first.exited;
 
     const second = await spawnServer(env, 20_000, NODE);
     try {
-      // The dead leases expire and are requeued; every task completes, each once.
+      // Before it served a request, the server requeued what its own worker held: nothing still
+      // runs under its first lease. The remote worker's lease is untouched.
+      for (const id of wasRunning) {
+        const t = await json(await fetch(`${second.url}/tasks/${id}`));
+        expect([t.status, t.attempts]).not.toEqual(['running', 1]);
+      }
+      expect(await json(await fetch(`${second.url}/tasks/${remoteTask}`))).toMatchObject({ status: 'running', attempts: 1, worker_id: 'remote-1' });
+      // Every task completes, each once.
       await waitFor(async () => (await json(await fetch(`${second.url}/tasks?status=completed`))).total === 8, 15_000, 'all completed');
-      const list = await json(await fetch(`${second.url}/tasks?limit=100`));
+      const list = await json(await fetch(`${second.url}/tasks?model_name=sleepy&limit=100`));
       expect(list.total).toBe(8);
       expect(list.tasks.map((t: any) => t.task_id).sort()).toEqual([...ids].sort());
       const attempts = await Promise.all(ids.map(async (id) => (await json(await fetch(`${second.url}/tasks/${id}`))).attempts));
@@ -110,6 +127,11 @@ describe('crash safety (separate server process, default synchronous=FULL)', () 
         if (leased.status === 'running' && leased.at === created.at) handed.push(id);
       }
       expect(handed.length).toBeGreaterThanOrEqual(1);
+      // Those that were running went back to pending (the attempt spent), then ran again.
+      for (const id of wasRunning) {
+        const statuses = (await check.listEvents(id, 0, 100)).filter((e) => e.type === 'status').map((e) => e.status);
+        expect(statuses).toEqual(['pending', 'running', 'pending', 'running', 'completed']);
+      }
     } finally {
       await check.close();
     }

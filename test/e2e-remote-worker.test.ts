@@ -203,6 +203,10 @@ describe('worker protocol guards', () => {
       expect((await json(missing)).error.code).toBe('UNAUTHORIZED');
       const wrong = await post(`${srv.url}/workers/register`, body, { authorization: 'Bearer nope' });
       expect(wrong.status).toBe(401);
+      // In-process workers' ids are not a remote worker's to take.
+      const reserved = await post(`${srv.url}/workers/register`, { ...body, worker_id: 'worker_embedded' }, { authorization: `Bearer ${TOKEN}` });
+      expect(reserved.status).toBe(422);
+      expect((await json(reserved)).error).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'worker_id' } });
       const ok = await post(`${srv.url}/workers/register`, { ...body, worker_id: 'w1' }, { authorization: `Bearer ${TOKEN}` });
       expect(ok.status).toBe(200);
       expect(await json(ok)).toMatchObject({ worker_id: 'w1', lease_seconds: 30 });

@@ -1,10 +1,11 @@
 /** Scale-out on PostgreSQL: several nodes, one queue, nothing lost. */
 import { createServer, Socket, type Server } from 'node:net';
+import { hostname } from 'node:os';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GateEngine } from './helpers/engines.js';
 import { dropSchema, PG_URL, uniqueSchema } from './helpers/pg.js';
-import { spawnServer, freePort, type ServerProcess } from './helpers/process.js';
+import { spawnServer, spawnServerOnPort, freePort, type ServerProcess } from './helpers/process.js';
 import { json, post, startServer, waitFor, type TestServer } from './helpers/server.js';
 
 const NODE = ['test/fixtures/node.mjs'];
@@ -199,5 +200,71 @@ describe('database outage', () => {
       await relay.cut();
       await dropSchema(schema);
     }
+  });
+});
+
+describe("each node's in-process worker on PostgreSQL", () => {
+  const schema = uniqueSchema('tmembedded');
+  const nodes: ServerProcess[] = [];
+  let db: pg.Pool;
+
+  beforeAll(() => {
+    db = new pg.Pool({ connectionString: PG_URL, options: `-c search_path=${schema}` });
+  });
+  afterAll(async () => {
+    for (const n of nodes) if (n.child.exitCode === null && n.child.signalCode === null) n.child.kill('SIGKILL');
+    await db?.end();
+    await dropSchema(schema);
+  });
+
+  it('is a worker of its own: listed apart, left in place when another node stops, and its tasks taken back at once when its node restarts', async () => {
+    // Leases far longer than the test: none of them ends by expiring.
+    const env = nodeEnv(schema, { RUN_MS: '1500', TASK_MANAGER_WORKER_CONCURRENCY: '2', TASK_MANAGER_LEASE_SECONDS: '600', TASK_MANAGER_REJECT_WITHOUT_WORKER: 'true' });
+    const portA = await freePort();
+    const a = await spawnServerOnPort(portA, env, 30_000, NODE);
+    const b = await spawnServer(env, 30_000, NODE);
+    nodes.push(a, b);
+    const idOf = (n: ServerProcess) => `worker_embedded:${hostname().replace(/[^A-Za-z0-9.-]/g, '-')}:${new URL(n.url).port}`;
+    const listed = async (n: ServerProcess) =>
+      Object.fromEntries((await json(await fetch(`${n.url}/workers`))).workers.map((w: any) => [w.worker_id, w.concurrency]));
+    await waitFor(async () => Object.keys(await listed(b)).length === 2, 10_000, 'both workers listed');
+    expect(await listed(b)).toEqual({ [idOf(a)]: 2, [idOf(b)]: 2 });
+
+    // Two tasks on each node, each taken by that node's worker.
+    const ids: string[] = [];
+    for (const n of [a, a, b, b]) ids.push((await json(await post(`${n.url}/tasks`, sleepy(ids.length)))).task_id);
+    const running = async () => (await db.query("SELECT id, worker_id FROM tasks WHERE status = 'running' AND attempts = 1")).rows;
+    await waitFor(async () => (await running()).length === 4, 10_000, 'four running');
+    const heldByA = (await running()).filter((r) => r.worker_id === idOf(a)).map((r) => r.id);
+    expect(heldByA).toHaveLength(2);
+
+    // A dies and comes back on its port: before it answers, what its worker held is requeued
+    // (the attempt spent) and taken again; B's leases are untouched.
+    a.child.kill('SIGKILL');
+    await a.exited;
+    const again = await spawnServerOnPort(portA, env, 30_000, NODE);
+    nodes.push(again);
+    const { rows } = await db.query('SELECT id, status, attempts, worker_id FROM tasks ORDER BY id');
+    for (const r of rows) {
+      if (heldByA.includes(r.id)) expect([r.status, r.attempts]).not.toEqual(['running', 1]);
+      // B's run on under their first lease (or have finished by now).
+      else expect([r.status === 'running' || r.status === 'completed', r.attempts, r.worker_id]).toEqual([true, 1, idOf(b)]);
+    }
+
+    // The restarted A stops cleanly; B's worker stays listed and B still takes tasks.
+    again.child.kill('SIGTERM');
+    await again.exited;
+    await waitFor(async () => !(idOf(a) in (await listed(b))), 10_000, "A's worker gone from B's list");
+    expect(await listed(b)).toEqual({ [idOf(b)]: 2 });
+    const res = await post(`${b.url}/tasks`, sleepy(4));
+    expect(res.status).toBe(201);
+    ids.push((await json(res)).task_id);
+    await waitFor(async () => {
+      const { rows: done } = await db.query("SELECT count(*)::int AS n FROM tasks WHERE status = 'completed'");
+      return done[0].n === ids.length;
+    }, 20_000, 'every task completed');
+    // A run cut short by the kill records nothing: each task ran to its end once.
+    const { rows: execs } = await db.query('SELECT task_id, count(*)::int AS n FROM test_executions GROUP BY task_id ORDER BY task_id');
+    expect(execs).toEqual([...ids].sort().map((id) => ({ task_id: id, n: 1 })));
   });
 });

@@ -41,6 +41,7 @@ program
   .option('--log-level <level>', SETTINGS.TASK_MANAGER_LOG_LEVEL.help)
   .addOption(new Option('--no-worker', 'Do not run the in-process worker'))
   .option('--worker-concurrency <n>', SETTINGS.TASK_MANAGER_WORKER_CONCURRENCY.help)
+  .option('--worker-id <id>', SETTINGS.TASK_MANAGER_EMBEDDED_WORKER_ID.help)
   .action(async (opts) => {
     const config = loadConfig(process.env, {
       PORT: opts.port,
@@ -50,6 +51,7 @@ program
       TASK_MANAGER_LOG_LEVEL: opts.logLevel,
       TASK_MANAGER_EMBEDDED_WORKER: opts.worker === false ? 'false' : undefined,
       TASK_MANAGER_WORKER_CONCURRENCY: opts.workerConcurrency,
+      TASK_MANAGER_EMBEDDED_WORKER_ID: opts.workerId,
     });
     const { serve } = await import('../server/main.js');
     await serve(config);

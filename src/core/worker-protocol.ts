@@ -3,6 +3,8 @@ import { Type, type Static } from '@sinclair/typebox';
 import { ModelName, TaskErrorSchema, TaskTypeSchema } from './schemas.js';
 
 export const WORKER_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$';
+/** Ids starting with this are in-process workers'; remote workers may not register under them. */
+export const EMBEDDED_WORKER_PREFIX = 'worker_embedded';
 export const ARTIFACT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
 
 const WorkerId = Type.String({ pattern: WORKER_ID_PATTERN, description: 'Worker identifier' });

@@ -36,6 +36,9 @@ export interface Estimate {
   queuePosition: number | null;
 }
 
+/** Expired leases handled per store call. */
+const REAP_BATCH = 500;
+
 const refOf = (t: TaskRecord): ModelRef => ({ taskType: t.taskType, modelName: t.modelName });
 /** Counts by task type, then model: keys built by concatenation would be flattened and hashed on every create. */
 type PendingCounts = Map<string, Map<string, number>>;
@@ -329,12 +332,33 @@ export class TaskQueue {
   /** One pass of the lease reaper. */
   async reap(timeoutGraceMs: number): Promise<{ requeued: number; failed: number }> {
     const now = Date.now();
-    const expired = await this.store.reapExpiredLeases(now, 500);
-    for (const t of expired.requeued) this.publish('requeued', t);
-    for (const t of expired.failed) this.finished('failed', t);
+    const expired = await this.requeueExpired(now);
     const timedOut = await this.store.reapTimedOut(now, timeoutGraceMs, 500);
     for (const t of timedOut) this.finished('failed', t);
-    return { requeued: expired.requeued.length, failed: expired.failed.length + timedOut.length };
+    return { requeued: expired.requeued, failed: expired.failed + timedOut.length };
+  }
+
+  private async requeueExpired(now: number): Promise<{ requeued: number; failed: number }> {
+    const expired = await this.store.reapExpiredLeases(now, REAP_BATCH);
+    for (const t of expired.requeued) this.publish('requeued', t);
+    for (const t of expired.failed) this.finished('failed', t);
+    return { requeued: expired.requeued.length, failed: expired.failed.length };
+  }
+
+  /**
+   * Requeues (or fails, once their attempts are spent) the tasks a worker of this process held
+   * before the process restarted, instead of waiting for their leases to run out. Call it
+   * before that worker leases again: it ends every lease held under the id.
+   */
+  async recoverLeasesOf(workerId: string): Promise<{ requeued: number; failed: number }> {
+    const total = { requeued: 0, failed: 0 };
+    if ((await this.store.expireLeasesOf(workerId, Date.now())) === 0) return total;
+    for (;;) {
+      const pass = await this.requeueExpired(Date.now());
+      total.requeued += pass.requeued;
+      total.failed += pass.failed;
+      if (pass.requeued + pass.failed < REAP_BATCH) return total;
+    }
   }
 
   private finished(type: 'completed' | 'failed', task: TaskRecord): void {

@@ -1,5 +1,7 @@
 import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -18,6 +20,7 @@ import { SqliteTaskStore } from '../store/sqlite/sqlite-store.js';
 import { PgEventBus } from '../store/postgres/pg-event-bus.js';
 import { PgRateLimitStore } from '../store/postgres/pg-rate-limit-store.js';
 import { poolConfig, PostgresTaskStore } from '../store/postgres/postgres-store.js';
+import { EMBEDDED_WORKER_PREFIX } from '../core/worker-protocol.js';
 import { InProcessTransport } from '../worker/in-process-transport.js';
 import { Worker, type ServedModel } from '../worker/worker.js';
 import { closeEngines, createEngines } from '../engines/index.js';
@@ -109,6 +112,19 @@ export async function openBackend(config: Config): Promise<Backend> {
   return { store, bus, rateLimitStore: new PgRateLimitStore(store.pool) };
 }
 
+/**
+ * The in-process worker's id: one per node, and the same after the node restarts, so that
+ * the restarted node can take back at once the tasks it held (`TaskQueue.recoverLeasesOf`).
+ * A SQLite file has one server; on PostgreSQL the host name and port tell the nodes apart.
+ */
+export function embeddedWorkerId(config: Config, shared: boolean): string {
+  if (config.embeddedWorkerId) return config.embeddedWorkerId;
+  if (!shared) return EMBEDDED_WORKER_PREFIX;
+  const host = hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 80) || 'host';
+  // Port 0 (chosen at listen) is no name: such a node's old leases expire as a dead worker's do.
+  return `${EMBEDDED_WORKER_PREFIX}:${host}:${config.port || randomBytes(4).toString('hex')}`;
+}
+
 export function loadCatalog(path: string): ModelCatalog {
   let text: string;
   try {
@@ -178,14 +194,15 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       }
     }
     if (served.length) {
+      const id = embeddedWorkerId(config, store.kind !== 'sqlite');
       worker = new Worker({
-        id: 'worker_embedded',
+        id,
         transport: new InProcessTransport(queue),
         models: served,
         concurrency: config.workerConcurrency,
         heartbeatMs: Math.max(250, Math.floor((config.leaseSeconds * 1000) / 3)),
         leaseWaitMs: Math.max(500, Math.floor((config.leaseSeconds * 1000) / 2)),
-        log: app.log.child({ worker_id: 'worker_embedded' }),
+        log: app.log.child({ worker_id: id }),
       });
     }
   }
@@ -274,7 +291,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     queue.workers.start();
     reaper.start();
     webhooks?.start();
-    await worker?.start();
+    if (worker) {
+      // Whatever this worker id held was running in a process that is gone.
+      const taken = await queue.recoverLeasesOf(worker.id);
+      if (taken.requeued || taken.failed) app.log.info({ ...taken, worker_id: worker.id }, 'took back the tasks this node held before it restarted');
+      await worker.start();
+    }
   });
   app.addHook('preClose', async () => {
     for (const s of unused) s.destroy();

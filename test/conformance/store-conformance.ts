@@ -258,6 +258,30 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect((await store.completeTask(t.id, l2.leaseToken, {}, now() + 5100)).kind).toBe('stale');
     });
 
+    it("ends every lease one worker holds, and only that worker's, for the reaper to take back", async () => {
+      const a1 = await store.createTask(newTask({ maxAttempts: 2 }));
+      const a2 = await store.createTask(newTask({ maxAttempts: 1 }));
+      const b = await store.createTask(newTask());
+      const waiting = await store.createTask(newTask());
+      const la1 = await leaseOne('gone', 60_000, now());
+      const la2 = await leaseOne('gone', 60_000, now());
+      await leaseOne('alive', 60_000, now());
+      expect([la1.task.id, la2.task.id]).toEqual([a1.id, a2.id]);
+      expect(await store.expireLeasesOf('nobody', now() + 10)).toBe(0);
+      expect(await store.expireLeasesOf('gone', now() + 10)).toBe(2);
+      // Already ended: a second call finds nothing to end.
+      expect(await store.expireLeasesOf('gone', now() + 10)).toBe(0);
+      const r = await store.reapExpiredLeases(now() + 10, 100);
+      expect(r.requeued.map((x) => x.id)).toEqual([a1.id]);
+      expect(r.requeued[0]).toMatchObject({ status: 'pending', attempts: 1, workerId: null, leaseToken: null });
+      expect(r.failed.map((x) => x.id)).toEqual([a2.id]);
+      expect(r.failed[0]).toMatchObject({ status: 'failed', error: { code: 'LEASE_EXPIRED' } });
+      expect(await store.getTask(b.id)).toMatchObject({ status: 'running', workerId: 'alive', attempts: 1 });
+      expect(await store.getTask(waiting.id)).toMatchObject({ status: 'pending', attempts: 0 });
+      expect((await store.completeTask(a1.id, la1.leaseToken, {}, now() + 20)).kind).toBe('stale');
+      expect((await store.counts()).find((c) => c.status === 'running')).toMatchObject({ current: 1 });
+    });
+
     it('fails running tasks that outlive their timeout', async () => {
       const t = await store.createTask(newTask({ timeoutMs: 1000 }));
       await leaseOne('w1', 60_000, now());

@@ -9,6 +9,7 @@ import {
   ArtifactUploadParams,
   ArtifactUploadQuery,
   CompleteBody,
+  EMBEDDED_WORKER_PREFIX,
   EventsBody,
   FailBody,
   HeartbeatBody,
@@ -103,6 +104,11 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
       async (request) => {
         const b = request.body;
+        if (b.worker_id?.startsWith(EMBEDDED_WORKER_PREFIX)) {
+          throw new AppError('VALIDATION_ERROR', `Worker ids starting with ${EMBEDDED_WORKER_PREFIX} belong to the servers' in-process workers`, {
+            details: { field: 'worker_id', reason: 'Reserved prefix' },
+          });
+        }
         const w = await queue.workers.register({
           id: b.worker_id ?? defaultWorkerId(),
           models: b.models.map((m) => ({ taskType: m.task_type, modelName: m.model_name })),

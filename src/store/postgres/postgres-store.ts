@@ -346,6 +346,15 @@ export class PostgresTaskStore implements TaskStore {
     return { requeued: rows.filter((t) => t.status === 'pending'), failed: rows.filter((t) => t.status === 'failed') };
   }
 
+  async expireLeasesOf(workerId: string, now: number): Promise<number> {
+    const rows = await this.q(
+      'expire leases',
+      "UPDATE tasks SET lease_expires_at = $2 - 1 WHERE status = 'running' AND worker_id = $1 AND lease_expires_at >= $2 RETURNING id",
+      [workerId, now],
+    );
+    return rows.length;
+  }
+
   async reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]> {
     return (await this.run<TaskRow>('fail_timed_out', [now, graceMs, limit])).map(rowToTask);
   }

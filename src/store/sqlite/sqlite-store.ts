@@ -391,6 +391,10 @@ export class SqliteTaskStore implements TaskStore {
     return this.write({ op: 'reapExpiredLeases', now, limit });
   }
 
+  expireLeasesOf(workerId: string, now: number): Promise<number> {
+    return this.write({ op: 'expireLeasesOf', workerId, now });
+  }
+
   reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]> {
     return this.write({ op: 'reapTimedOut', now, graceMs, limit });
   }

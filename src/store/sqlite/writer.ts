@@ -49,6 +49,7 @@ export type WriteOp =
   | { op: 'failTask'; id: string; leaseToken: string; req: FailRequest }
   | { op: 'releaseTask'; id: string; leaseToken: string; now: number }
   | { op: 'reapExpiredLeases'; now: number; limit: number }
+  | { op: 'expireLeasesOf'; workerId: string; now: number }
   | { op: 'reapTimedOut'; now: number; graceMs: number; limit: number }
   | { op: 'claimDeliveries'; now: number; limit: number; leaseMs: number }
   | { op: 'recordDelivery'; id: number; r: DeliveryResult; now: number }
@@ -411,6 +412,10 @@ export class SqliteWriter {
         }
         return out;
       }
+      case 'expireLeasesOf':
+        return this.db
+          .prepare("UPDATE tasks SET lease_expires_at = ? WHERE status = 'running' AND worker_id = ? AND lease_expires_at >= ?")
+          .run(w.now - 1, w.workerId, w.now).changes;
       case 'reapTimedOut':
         return (this.stmt.fail_timed_out.all({ now: w.now, grace_ms: w.graceMs, limit: w.limit }) as TaskRow[]).map((row) => {
           this.moved(row, 'running', 'failed');
