@@ -356,6 +356,45 @@ describe('API contract (SQLite, real listening server)', () => {
       expect(text).toMatch(/task_manager_http_request_duration_seconds_bucket\{.*route="\/tasks".*\} \d+/);
     });
 
+    it("exposes the SQLite writer's group commits: writes per group, commit and fsync times", async () => {
+      const histogram = (text: string, name: string) => {
+        const buckets = [...text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+)$`, 'gm'))].map((m) => [m[1], Number(m[2])] as const);
+        const sum = Number(new RegExp(`^${name}_sum (\\S+)$`, 'm').exec(text)?.[1]);
+        const count = Number(new RegExp(`^${name}_count (\\d+)$`, 'm').exec(text)?.[1]);
+        return { buckets, sum, count };
+      };
+      for (const sync of ['FULL', 'NORMAL']) {
+        const s = await startServer({ env: { TASK_MANAGER_SQLITE_SYNCHRONOUS: sync, TASK_MANAGER_EMBEDDED_WORKER: 'false' } });
+        try {
+          const created = await Promise.all(Array.from({ length: 20 }, () => post(`${s.url}/tasks`, { ...llmTask(), model_name: 'unserved-llm' })));
+          expect(created.map((r) => r.status)).toEqual(Array(20).fill(201));
+          // The writer reports once a second.
+          const text = await waitFor(async () => {
+            const t = await (await fetch(`${s.url}/metrics`)).text();
+            return histogram(t, 'task_manager_sqlite_group_commit_writes').sum >= 20 ? t : null;
+          }, 5000, 'commit figures');
+          const writes = histogram(text, 'task_manager_sqlite_group_commit_writes');
+          const commits = histogram(text, 'task_manager_sqlite_commit_seconds');
+          const fsyncs = histogram(text, 'task_manager_sqlite_fsync_seconds');
+          expect(text).toContain('# TYPE task_manager_sqlite_commit_seconds histogram');
+          // Fewer groups than writes: creates that arrived together committed together.
+          expect(writes.count).toBeGreaterThanOrEqual(1);
+          expect(writes.count).toBeLessThan(writes.sum);
+          expect(commits.count).toBe(writes.count);
+          expect(commits.sum).toBeGreaterThan(0);
+          for (const h of [writes, commits, fsyncs]) {
+            expect(h.buckets.at(-1)).toEqual(['+Inf', h.count]);
+            for (let i = 1; i < h.buckets.length; i++) expect(h.buckets[i][1]).toBeGreaterThanOrEqual(h.buckets[i - 1][1]);
+          }
+          // With FULL every group holding a create was fsynced before its 201; with NORMAL none is.
+          if (sync === 'FULL') expect(fsyncs.count).toBeGreaterThanOrEqual(1);
+          else expect(fsyncs.count).toBe(0);
+        } finally {
+          await s.close();
+        }
+      }
+    });
+
     it('counters only go up', async () => {
       const read = async () => {
         const text = await (await fetch(`${srv.url}/metrics`)).text();

@@ -1,4 +1,5 @@
 import type { ModelRef, NewTask, TaskError, TaskRecord, TaskStatus, TaskType } from './task.js';
+import type { Histogram } from './histogram.js';
 
 export type SortField = 'created_at' | 'status' | 'task_type';
 export type SortOrder = 'asc' | 'desc';
@@ -142,6 +143,16 @@ export interface DeliveryResult {
   retryAt: number | null;
 }
 
+/** How the SQLite store's group commits went since it opened. */
+export interface CommitStats {
+  /** Writes per group commit. */
+  groupWrites: Histogram;
+  /** Seconds to run and commit one group. */
+  commitSeconds: Histogram;
+  /** Seconds per fdatasync of the WAL (synchronous=FULL). */
+  fsyncSeconds: Histogram;
+}
+
 export interface ReapResult {
   requeued: TaskRecord[];
   failed: TaskRecord[];
@@ -158,6 +169,8 @@ export interface TaskStore {
    * another write's answer saw that write (one writer). Concurrent transactions do not give this.
    */
   readonly answersInCommitOrder: boolean;
+  /** Group-commit figures, where the store has them (SQLite's writer thread); null elsewhere. */
+  commitStats(): CommitStats | null;
   /** With `task.lease`, the new task is running under that lease when this resolves (attempt 1). */
   createTask(task: NewTask): Promise<TaskRecord>;
   getTask(id: string): Promise<TaskRecord | null>;

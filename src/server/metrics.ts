@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import type { CountRow } from '../core/store.js';
+import { newHistogram, observe, type Histogram } from '../core/histogram.js';
+import type { CommitStats, CountRow } from '../core/store.js';
 import { TASK_STATUSES } from '../core/task.js';
 
 /** Processing-time buckets in seconds, printed as the API reference shows them (`le="1.0"`). */
@@ -7,13 +8,30 @@ const PROCESSING_BUCKETS = [0.1, 0.5, 1, 5, 10, 30, 60, 300, 900];
 const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const HTTP_NAME = 'task_manager_http_request_duration_seconds';
 
-/** One label set of the HTTP latency histogram: counts per bucket (not cumulative), sum, count. */
+/** One label set of the HTTP latency histogram. */
 interface HttpSeries {
   labels: string;
-  buckets: number[];
-  sum: number;
-  count: number;
+  h: Histogram;
 }
+
+/** A histogram's lines in the exposition format prom-client writes (`le` first, cumulative buckets). */
+function histogramLines(lines: string[], name: string, h: Histogram, labels = ''): void {
+  const more = labels ? `,${labels}` : '';
+  let acc = 0;
+  h.bounds.forEach((b, i) => {
+    acc += h.counts[i];
+    lines.push(`${name}_bucket{le="${b}"${more}} ${acc}`);
+  });
+  lines.push(`${name}_bucket{le="+Inf"${more}} ${h.count}`);
+  lines.push(`${name}_sum${labels ? `{${labels}}` : ''} ${h.sum}`);
+  lines.push(`${name}_count${labels ? `{${labels}}` : ''} ${h.count}`);
+}
+
+const COMMIT_METRICS: Array<[keyof CommitStats, string, string]> = [
+  ['groupWrites', 'task_manager_sqlite_group_commit_writes', 'Writes committed together in one SQLite transaction (group commit)'],
+  ['commitSeconds', 'task_manager_sqlite_commit_seconds', 'Time to run and commit one group of writes on the SQLite writer thread'],
+  ['fsyncSeconds', 'task_manager_sqlite_fsync_seconds', 'fdatasync of the WAL before creates and cancels are acknowledged'],
+];
 
 const fmt = (n: number): string => (Number.isInteger(n) ? n.toFixed(1) : String(n));
 const esc = (s: string): string => s.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
@@ -44,32 +62,27 @@ export class Metrics {
     if (!byMethod) byStatus.set(statusCode, (byMethod = new Map()));
     let series = byMethod.get(method);
     if (!series) {
-      series = { labels: `method="${esc(method)}",route="${esc(route)}",status_code="${statusCode}"`, buckets: HTTP_BUCKETS.map(() => 0), sum: 0, count: 0 };
+      series = { labels: `method="${esc(method)}",route="${esc(route)}",status_code="${statusCode}"`, h: newHistogram(HTTP_BUCKETS) };
       byMethod.set(method, series);
       this.httpSeries.push(series);
     }
-    let i = 0;
-    while (i < HTTP_BUCKETS.length && seconds > HTTP_BUCKETS[i]) i++;
-    if (i < HTTP_BUCKETS.length) series.buckets[i]++;
-    series.sum += seconds;
-    series.count++;
+    observe(series.h, seconds);
   }
 
-  /** The HTTP histogram in the exposition format prom-client writes (`le` first, cumulative buckets). */
   private renderHttp(lines: string[]): void {
     lines.push(`# HELP ${HTTP_NAME} HTTP request latency`);
     lines.push(`# TYPE ${HTTP_NAME} histogram`);
-    for (const s of this.httpSeries) {
-      let acc = 0;
-      HTTP_BUCKETS.forEach((b, i) => {
-        acc += s.buckets[i];
-        lines.push(`${HTTP_NAME}_bucket{le="${b}",${s.labels}} ${acc}`);
-      });
-      lines.push(`${HTTP_NAME}_bucket{le="+Inf",${s.labels}} ${s.count}`);
-      lines.push(`${HTTP_NAME}_sum{${s.labels}} ${s.sum}`);
-      lines.push(`${HTTP_NAME}_count{${s.labels}} ${s.count}`);
-    }
+    for (const s of this.httpSeries) histogramLines(lines, HTTP_NAME, s.h, s.labels);
     lines.push('');
+  }
+
+  private renderCommits(lines: string[], stats: CommitStats): void {
+    for (const [key, name, help] of COMMIT_METRICS) {
+      lines.push(`# HELP ${name} ${help}`);
+      lines.push(`# TYPE ${name} histogram`);
+      histogramLines(lines, name, stats[key]);
+      lines.push('');
+    }
   }
 
   observeProcessing(seconds: number): void {
@@ -81,7 +94,8 @@ export class Metrics {
     });
   }
 
-  async render(counts: CountRow[]): Promise<string> {
+  /** `commits`: the SQLite store's group-commit figures, when it has reported any. */
+  async render(counts: CountRow[], commits: CommitStats | null = null): Promise<string> {
     const total = new Map<string, number>(TASK_STATUSES.map((s) => [s, 0]));
     const current = new Map<string, number>(TASK_STATUSES.map((s) => [s, 0]));
     for (const r of counts) {
@@ -112,6 +126,7 @@ export class Metrics {
     lines.push(`task_manager_processing_time_seconds_count ${this.processingCount}`);
     lines.push('');
     this.renderHttp(lines);
+    if (commits) this.renderCommits(lines, commits);
     return `${lines.join('\n')}\n${await this.registry.metrics()}`;
   }
 }

@@ -56,7 +56,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (_request, reply) => {
       const counts = await queue.store.counts();
       reply.header('content-type', 'text/plain; version=0.0.4; charset=utf-8');
-      return metrics.render(counts);
+      return metrics.render(counts, queue.store.commitStats());
     },
   );
 

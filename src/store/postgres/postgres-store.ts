@@ -346,6 +346,10 @@ export class PostgresTaskStore implements TaskStore {
     return { requeued: rows.filter((t) => t.status === 'pending'), failed: rows.filter((t) => t.status === 'failed') };
   }
 
+  commitStats(): null {
+    return null;
+  }
+
   async expireLeasesOf(workerId: string, now: number): Promise<number> {
     const rows = await this.q(
       'expire leases',

@@ -7,6 +7,7 @@ import type {
   Artifact,
   ArtifactMeta,
   CancelOutcome,
+  CommitStats,
   CreateOnceOutcome,
   DeliveryResult,
   TaskLogEvent,
@@ -124,6 +125,8 @@ export class SqliteTaskStore implements TaskStore {
   private nextId = 1;
   private immediateScheduled = false;
   private closed = false;
+  /** The writer thread's last report. */
+  private lastCommitStats: CommitStats | null = null;
   /** Set when a commit failed; cleared by the next one that succeeds. */
   private writeFailure: unknown = null;
 
@@ -234,6 +237,7 @@ export class SqliteTaskStore implements TaskStore {
     if (m.type === 'done') this.acknowledge(m.ids, m.outcomes?.map((o) => (o.ok ? o : { ok: false as const, err: fromWire(o.err) })) ?? null);
     else if (m.type === 'failed') this.failAll(m.ids, fromWire(m.err), /fdatasync/.test(m.err.message) ? 'write not durable' : 'write failed');
     else if (m.type === 'fatal') this.writerDown(fromWire(m.err));
+    else if (m.type === 'stats') this.lastCommitStats = m.stats;
   }
 
   /** A committed group: each write gets its own outcome (null: every write succeeded with no value). */
@@ -389,6 +393,10 @@ export class SqliteTaskStore implements TaskStore {
 
   reapExpiredLeases(now: number, limit: number): Promise<ReapResult> {
     return this.write({ op: 'reapExpiredLeases', now, limit });
+  }
+
+  commitStats(): CommitStats | null {
+    return this.lastCommitStats;
   }
 
   expireLeasesOf(workerId: string, now: number): Promise<number> {

@@ -2,7 +2,10 @@
 // sent in one transaction, fdatasyncs the WAL before acknowledging durable writes, and
 // answers with the outcomes. The event loop that serves HTTP never waits on a commit.
 import { closeSync, fdatasyncSync, openSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
+import { newHistogram, observe } from '../../core/histogram.js';
+import type { CommitStats } from '../../core/store.js';
 import { isDurable, openConnection, SqliteWriter, type Outcome, type WriteOp } from './writer.js';
 
 export interface WriterInit {
@@ -27,6 +30,8 @@ export type FromWriter =
   | { type: 'done'; ids: number[]; outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: WireError }> | null }
   | { type: 'failed'; ids: number[]; err: WireError }
   | { type: 'fatal'; err: WireError }
+  /** At most once a second, after a change. */
+  | { type: 'stats'; stats: CommitStats }
   | { type: 'closed' };
 
 export const toWire = (err: unknown): WireError => {
@@ -49,6 +54,20 @@ try {
 let queue: Array<{ id: number; op: WriteOp }> = [];
 let scheduled = false;
 let walFd: number | null = null;
+
+const SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+const stats: CommitStats = {
+  groupWrites: newHistogram([1, 2, 5, 10, 25, 50, 100, 250, 500, 1000]),
+  commitSeconds: newHistogram(SECONDS),
+  fsyncSeconds: newHistogram(SECONDS),
+};
+let statsChanged = false;
+const statsTimer = setInterval(() => {
+  if (!statsChanged) return;
+  statsChanged = false;
+  port.postMessage({ type: 'stats', stats } satisfies FromWriter);
+}, 1000);
+statsTimer.unref();
 
 port.on('message', (m: ToWriter) => {
   if (m.type === 'batch') {
@@ -77,8 +96,12 @@ function flush(): void {
     return;
   }
   let outcomes: Outcome[];
+  const started = performance.now();
   try {
     outcomes = writer.execute(batch.map((b) => b.op));
+    observe(stats.commitSeconds, (performance.now() - started) / 1000);
+    observe(stats.groupWrites, batch.length);
+    statsChanged = true;
   } catch (err) {
     port.postMessage({ type: 'failed', ids: batch.map((b) => b.id), err: toWire(err) } satisfies FromWriter);
     return;
@@ -95,7 +118,9 @@ function flush(): void {
   if (!later.ids.length) return;
   try {
     walFd ??= openSync(init.walPath!, 'r');
+    const syncing = performance.now();
     fdatasyncSync(walFd);
+    observe(stats.fsyncSeconds, (performance.now() - syncing) / 1000);
   } catch (err) {
     if (walFd !== null) closeQuietly(walFd);
     walFd = null; // reopen next time
@@ -131,6 +156,7 @@ function closeQuietly(fd: number): void {
 }
 
 function close(): void {
+  clearInterval(statsTimer);
   try {
     writer?.db.close();
   } catch {
