@@ -20,7 +20,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { envNumber, fmt, freePort, fsyncProbe, measure, median, startNode, stopChild, table, waitForHttp, waitForQuiet, SERVER_NODE_FLAGS } from './lib.mjs';
+import { envNumber, fmt, freePort, fsyncProbe, measure, median, startNode, stopChild, table, waitForHttp, waitForQuiet, writerFigures, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const DURATION = envNumber('BENCH_DURATION', 10);
 const SLICES = Math.max(1, Math.floor(envNumber('BENCH_SLICES', 5)));
@@ -128,6 +128,10 @@ const our = combine('task-manager POST /tasks, all slices', last.pairs.map((p) =
 const bare = combine('bare fastify POST /tasks, all slices', last.pairs.map((p) => p.bare));
 const ratios = last.pairs.map((p) => p.ratio);
 
+// Where a create's time went on this disk, as the service itself reports it (all runs).
+await new Promise((r) => setTimeout(r, 1100)); // the writer reports once a second
+const writer = await writerFigures(`http://127.0.0.1:${ourPort}`).catch((err) => `writer: /metrics unreadable (${err.message})`);
+
 // Durability: kill -9 with no shutdown, then count what the file holds.
 const diedEarly = ours.exitCode !== null || ours.signalCode !== null;
 ours.expectedExit = true;
@@ -190,6 +194,7 @@ console.log(
   `durability: server killed with ${exit.signal ?? `exit ${exit.code}`}; requests sent=${sent}, 2xx counted=${acked}, ` +
     `rows in tasks=${rows}, pending in task_counts=${counted}, quick_check=${integrity}`,
 );
+console.log(writer);
 console.log(`durable=${durable ? 'yes' : 'no'}`);
 
 console.log(`pair ratios (task-manager / bare, slice by slice): ${ratios.map((r) => r.toFixed(2)).join(' ')}; of the totals: ${(our.rps / bare.rps).toFixed(2)}`);

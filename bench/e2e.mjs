@@ -24,7 +24,7 @@ import readline from 'node:readline';
 import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
 import { Queue } from 'bullmq';
-import { ROOT, envNumber, freePort, median, startNode, stopChild, waitForHttp, waitForQuiet, SERVER_NODE_FLAGS } from './lib.mjs';
+import { ROOT, envNumber, freePort, median, startNode, stopChild, waitForHttp, waitForQuiet, writerFigures, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const N = envNumber('BENCH_TASKS', 20_000);
 const INFLIGHT = envNumber('BENCH_INFLIGHT', 50);
@@ -100,12 +100,15 @@ async function ours(dir, mode, round) {
   const seconds = (doneAt - t0) / 1000;
   const failed = N - (await producing);
   if (worker) await stopChild(worker);
+  // The clock has stopped: read how the writer's group commits went (it reports once a second).
+  await new Promise((r) => setTimeout(r, 1100));
+  const writer = await writerFigures(url).catch((err) => `writer: /metrics unreadable (${err.message})`);
   // Durability: kill -9 the server, then every acknowledged task must be on disk, completed.
   await stopChild(server, 'SIGKILL');
   const check = new Database(db, { readonly: true });
   const rows = check.prepare("SELECT count(*) AS n FROM tasks WHERE status = 'completed'").get().n;
   check.close();
-  return { rate: (N - failed) / seconds, seconds, failed, durable: rows === N - failed && failed === 0 };
+  return { rate: (N - failed) / seconds, seconds, failed, durable: rows === N - failed && failed === 0, writer };
 }
 
 /** A private redis-server that fsyncs its append-only file before answering each write. */
@@ -190,6 +193,7 @@ try {
       console.log(`round ${i}:`);
       const inproc = await ours(dir, 'inproc', i);
       console.log(`  task-manager, in-process worker: ${inproc.rate.toFixed(0)} tasks/s (${inproc.seconds.toFixed(2)} s, ${inproc.failed} refused, durable after kill -9: ${inproc.durable})`);
+      console.log(`    ${inproc.writer}`);
       const http = await ours(dir, 'http', i);
       console.log(`  task-manager, remote HTTP worker: ${http.rate.toFixed(0)} tasks/s (${http.seconds.toFixed(2)} s, ${http.failed} refused, durable after kill -9: ${http.durable})`);
       const bull = await bullmq();

@@ -260,3 +260,31 @@ export function median(xs) {
 }
 
 export const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : String(n));
+
+/** One histogram from Prometheus text: cumulative buckets by bound, sum, count. */
+function histogramFrom(text, name) {
+  const buckets = [...text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+)$`, 'gm'))].map((m) => ({ le: Number(m[1]), n: Number(m[2]) }));
+  const sum = Number(new RegExp(`^${name}_sum (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const count = Number(new RegExp(`^${name}_count (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  /** The bound of the bucket holding quantile q (an upper bound of it). */
+  const quantile = (q) => buckets.find((b) => b.n >= q * count)?.le ?? Infinity;
+  return { sum, count, mean: sum / count, quantile };
+}
+
+/**
+ * The service's SQLite writer figures, read from its /metrics: groups, writes per group, and
+ * the commit and fdatasync times (means; quantiles as the bucket bound they fall under).
+ */
+export async function writerFigures(baseUrl) {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const w = histogramFrom(text, 'task_manager_sqlite_group_commit_writes');
+  if (!w.count) return 'writer: no group-commit figures reported';
+  const c = histogramFrom(text, 'task_manager_sqlite_commit_seconds');
+  const f = histogramFrom(text, 'task_manager_sqlite_fsync_seconds');
+  const ms = (s) => (s === Infinity ? '>1000' : fmt(s * 1000, s < 0.001 ? 2 : 1));
+  return (
+    `writer: ${w.count} group commits, ${fmt(w.mean, 1)} writes per group (p50 <= ${w.quantile(0.5)}); ` +
+    `commit mean ${ms(c.mean)} ms (p50 <= ${ms(c.quantile(0.5))}, p99 <= ${ms(c.quantile(0.99))}); ` +
+    `fdatasync ${f.count}x, mean ${ms(f.mean)} ms (p50 <= ${ms(f.quantile(0.5))}, p99 <= ${ms(f.quantile(0.99))})`
+  );
+}
