@@ -159,6 +159,85 @@ describe('server and remote workers over HTTP', () => {
   }, 90_000);
 });
 
+describe('a remote worker restarted under its id', () => {
+  it('registering with the tasks it runs gets every other task of that id requeued at once', async () => {
+    const dir = tempDir();
+    const srv = await spawnServer({
+      DATABASE_URL: `sqlite:${join(dir.path, 'r.db')}`,
+      TASK_MANAGER_EMBEDDED_WORKER: 'false',
+      TASK_MANAGER_WORKER_TOKEN: TOKEN,
+      TASK_MANAGER_RATE_LIMIT: 'false',
+      // No lease here ends by expiring.
+      TASK_MANAGER_LEASE_SECONDS: '600',
+    });
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const reg = (extra: Record<string, unknown> = {}) =>
+      post(`${srv.url}/workers/register`, { worker_id: 'gpu-fixed', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 2, ...extra }, auth);
+    try {
+      expect((await reg()).status).toBe(200);
+      const ids: string[] = [];
+      for (let i = 0; i < 2; i++) ids.push((await json(await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } }))).task_id);
+      const leased = await json(await post(`${srv.url}/workers/gpu-fixed/lease`, { max_tasks: 2, wait_seconds: 1 }, auth));
+      expect(leased.tasks.map((t: any) => t.task_id).sort()).toEqual([...ids].sort());
+      const task = async (id: string) => json(await fetch(`${srv.url}/tasks/${id}`));
+      // Registering again without the field (an older worker) changes no lease.
+      expect((await reg()).status).toBe(200);
+      for (const id of ids) expect(await task(id)).toMatchObject({ status: 'running', attempts: 1 });
+      // A process that still runs the first task keeps it; the other goes back to the queue.
+      expect((await reg({ running_task_ids: [ids[0]] })).status).toBe(200);
+      expect(await task(ids[0])).toMatchObject({ status: 'running', attempts: 1, worker_id: 'gpu-fixed' });
+      expect(await task(ids[1])).toMatchObject({ status: 'pending', attempts: 1, worker_id: null });
+      // A fresh process runs nothing: the first goes back too, and the old lease is fenced out.
+      expect((await reg({ running_task_ids: [] })).status).toBe(200);
+      expect(await task(ids[0])).toMatchObject({ status: 'pending', attempts: 1 });
+      const old = leased.tasks.find((t: any) => t.task_id === ids[0]);
+      const late = await post(`${srv.url}/workers/gpu-fixed/tasks/${ids[0]}/complete`, { lease_token: old.lease_token, result: { late: true } }, auth);
+      expect(late.status).toBe(409);
+      // Another worker's leases are not touched by it.
+      expect((await post(`${srv.url}/workers/register`, { worker_id: 'gpu-other', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 2 }, auth)).status).toBe(200);
+      expect((await json(await post(`${srv.url}/workers/gpu-other/lease`, { max_tasks: 2, wait_seconds: 1 }, auth))).tasks).toHaveLength(2);
+      expect((await reg({ running_task_ids: [] })).status).toBe(200);
+      for (const id of ids) expect(await task(id)).toMatchObject({ status: 'running', attempts: 2, worker_id: 'gpu-other' });
+    } finally {
+      srv.child.kill('SIGKILL');
+      await srv.exited;
+      dir.cleanup();
+    }
+  });
+
+  it('a worker process killed mid-task and started again under its id runs the task again at once', async () => {
+    const dir = tempDir();
+    const catalog = join(dir.path, 'models.json');
+    writeFileSync(catalog, JSON.stringify({ models: [{ name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'models/tiny-llama.gguf' } }] }));
+    const srv = await spawnServer({
+      DATABASE_URL: `sqlite:${join(dir.path, 'k.db')}`,
+      TASK_MANAGER_MODELS: catalog,
+      TASK_MANAGER_EMBEDDED_WORKER: 'false',
+      TASK_MANAGER_WORKER_TOKEN: TOKEN,
+      TASK_MANAGER_RATE_LIMIT: 'false',
+      TASK_MANAGER_LEASE_SECONDS: '600',
+    });
+    const started: WorkerProc[] = [];
+    try {
+      started.push(startWorker(srv.url, catalog, 'gpu-k', 'tiny-llama', { TASK_MANAGER_LEASE_SECONDS: '600' }));
+      const t = await json(await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'again' }, parameters: { max_tokens: 1500 } }));
+      await waitFor(async () => (await json(await fetch(`${srv.url}/tasks/${t.task_id}`))).status === 'running', 20_000, 'task to run on gpu-k');
+      started[0].child.kill('SIGKILL');
+      await started[0].exited;
+      started.push(startWorker(srv.url, catalog, 'gpu-k', 'tiny-llama', { TASK_MANAGER_LEASE_SECONDS: '600' }));
+      // With 600 s leases, only the restarted process's registration can have freed it.
+      const done = await finished(srv.url, t.task_id, 60_000);
+      expect(done).toMatchObject({ status: 'completed', worker_id: 'gpu-k', attempts: 2 });
+      expect(done.result.tokens_generated).toBe(1500);
+    } finally {
+      for (const w of started) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+      srv.child.kill('SIGKILL');
+      await srv.exited;
+      dir.cleanup();
+    }
+  }, 90_000);
+});
+
 describe('a worker process stopped with SIGTERM', () => {
   it('mid-generation on llama.cpp, exits 0 and gives the task back to the queue', async () => {
     const dir = tempDir();

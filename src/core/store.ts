@@ -193,10 +193,11 @@ export interface TaskStore {
   /** Requeues running tasks whose lease expired, or fails them when attempts are spent. */
   reapExpiredLeases(now: number, limit: number): Promise<ReapResult>;
   /**
-   * Ends now every lease a worker holds (its process is gone: the node that ran it restarted),
-   * so the next `reapExpiredLeases` treats them as expired. Returns how many there were.
+   * Ends now every lease a worker id holds except on `keep` (the process that held them is
+   * gone: a restart under the same id), so the next `reapExpiredLeases` treats them as
+   * expired. Returns how many there were.
    */
-  expireLeasesOf(workerId: string, now: number): Promise<number>;
+  expireLeasesOf(workerId: string, now: number, keep?: string[]): Promise<number>;
   /** Fails running tasks that outlived their timeout by `graceMs` (a hung worker). */
   reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]>;
   /** O(models), not O(tasks). */

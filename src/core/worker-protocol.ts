@@ -20,6 +20,13 @@ export const RegisterWorkerBody = Type.Object(
     hardware: Type.Optional(
       Type.Record(Type.String(), Type.Any(), { description: 'Facts such as gpu_name, gpu_memory_mb, cpu_cores' }),
     ),
+    running_task_ids: Type.Optional(
+      Type.Array(Type.String({ maxLength: 200 }), {
+        maxItems: 1024,
+        description:
+          'Tasks this worker process is running now ([] when it has just started). When given, every other task still leased to this worker id, left by an earlier process under the same id, is requeued at once (its attempt spent, as on a lease expiry) instead of when its lease runs out.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -346,13 +346,13 @@ export class TaskQueue {
   }
 
   /**
-   * Requeues (or fails, once their attempts are spent) the tasks a worker of this process held
-   * before the process restarted, instead of waiting for their leases to run out. Call it
-   * before that worker leases again: it ends every lease held under the id.
+   * Requeues (or fails, once their attempts are spent) the tasks a worker id held before its
+   * process restarted, instead of waiting for their leases to run out: every lease held under
+   * the id except those on `keep` (what the process says it is running now).
    */
-  async recoverLeasesOf(workerId: string): Promise<{ requeued: number; failed: number }> {
+  async recoverLeasesOf(workerId: string, keep: string[] = []): Promise<{ requeued: number; failed: number }> {
     const total = { requeued: 0, failed: 0 };
-    if ((await this.store.expireLeasesOf(workerId, Date.now())) === 0) return total;
+    if ((await this.store.expireLeasesOf(workerId, Date.now(), keep)) === 0) return total;
     for (;;) {
       const pass = await this.requeueExpired(Date.now());
       total.requeued += pass.requeued;

@@ -135,6 +135,8 @@ export class HttpTransport implements WorkerTransport {
       models: info.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })),
       concurrency: info.concurrency,
       hardware: info.hardware ?? {},
+      // Anything else still leased to this id was left by an earlier process: take it back now.
+      running_task_ids: [...this.held],
     });
     this.info = { ...info, workerId: res.worker_id };
   }

@@ -280,6 +280,12 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect(await store.getTask(waiting.id)).toMatchObject({ status: 'pending', attempts: 0 });
       expect((await store.completeTask(a1.id, la1.leaseToken, {}, now() + 20)).kind).toBe('stale');
       expect((await store.counts()).find((c) => c.status === 'running')).toMatchObject({ current: 1 });
+      // Those the worker says it still runs keep their lease.
+      const kept = await leaseOne('alive', 60_000, now() + 30);
+      expect(await store.expireLeasesOf('alive', now() + 40, [b.id, kept.task.id])).toBe(0);
+      expect(await store.expireLeasesOf('alive', now() + 40, [kept.task.id])).toBe(1);
+      expect((await store.reapExpiredLeases(now() + 40, 100)).requeued.map((x) => x.id)).toEqual([b.id]);
+      expect(await store.getTask(kept.task.id)).toMatchObject({ status: 'running', workerId: 'alive', leaseToken: kept.leaseToken });
     });
 
     it('fails running tasks that outlive their timeout', async () => {

@@ -115,6 +115,10 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
           concurrency: b.concurrency,
           hardware: b.hardware ?? {},
         });
+        if (b.running_task_ids) {
+          const taken = await queue.recoverLeasesOf(w.id, b.running_task_ids);
+          if (taken.requeued || taken.failed) request.log.info({ ...taken, worker_id: w.id }, 'requeued the tasks an earlier process of this worker held');
+        }
         return {
           worker_id: w.id,
           lease_seconds: config.leaseSeconds,

@@ -350,11 +350,13 @@ export class PostgresTaskStore implements TaskStore {
     return null;
   }
 
-  async expireLeasesOf(workerId: string, now: number): Promise<number> {
+  async expireLeasesOf(workerId: string, now: number, keep: string[] = []): Promise<number> {
     const rows = await this.q(
       'expire leases',
-      "UPDATE tasks SET lease_expires_at = $2 - 1 WHERE status = 'running' AND worker_id = $1 AND lease_expires_at >= $2 RETURNING id",
-      [workerId, now],
+      `UPDATE tasks SET lease_expires_at = $2 - 1
+        WHERE status = 'running' AND worker_id = $1 AND lease_expires_at >= $2 AND NOT (id = ANY($3::text[]))
+       RETURNING id`,
+      [workerId, now, keep],
     );
     return rows.length;
   }

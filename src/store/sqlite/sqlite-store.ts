@@ -399,8 +399,8 @@ export class SqliteTaskStore implements TaskStore {
     return this.lastCommitStats;
   }
 
-  expireLeasesOf(workerId: string, now: number): Promise<number> {
-    return this.write({ op: 'expireLeasesOf', workerId, now });
+  expireLeasesOf(workerId: string, now: number, keep: string[] = []): Promise<number> {
+    return this.write({ op: 'expireLeasesOf', workerId, now, keep });
   }
 
   reapTimedOut(now: number, graceMs: number, limit: number): Promise<TaskRecord[]> {

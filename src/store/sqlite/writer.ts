@@ -49,7 +49,7 @@ export type WriteOp =
   | { op: 'failTask'; id: string; leaseToken: string; req: FailRequest }
   | { op: 'releaseTask'; id: string; leaseToken: string; now: number }
   | { op: 'reapExpiredLeases'; now: number; limit: number }
-  | { op: 'expireLeasesOf'; workerId: string; now: number }
+  | { op: 'expireLeasesOf'; workerId: string; now: number; keep: string[] }
   | { op: 'reapTimedOut'; now: number; graceMs: number; limit: number }
   | { op: 'claimDeliveries'; now: number; limit: number; leaseMs: number }
   | { op: 'recordDelivery'; id: number; r: DeliveryResult; now: number }
@@ -414,8 +414,11 @@ export class SqliteWriter {
       }
       case 'expireLeasesOf':
         return this.db
-          .prepare("UPDATE tasks SET lease_expires_at = ? WHERE status = 'running' AND worker_id = ? AND lease_expires_at >= ?")
-          .run(w.now - 1, w.workerId, w.now).changes;
+          .prepare(
+            `UPDATE tasks SET lease_expires_at = ? WHERE status = 'running' AND worker_id = ? AND lease_expires_at >= ?
+               AND id NOT IN (SELECT value FROM json_each(?))`,
+          )
+          .run(w.now - 1, w.workerId, w.now, JSON.stringify(w.keep)).changes;
       case 'reapTimedOut':
         return (this.stmt.fail_timed_out.all({ now: w.now, grace_ms: w.graceMs, limit: w.limit }) as TaskRow[]).map((row) => {
           this.moved(row, 'running', 'failed');
