@@ -32,6 +32,21 @@ function startWorker(serverUrl: string, catalog: string, id: string, models: str
   return { child, output: () => out, exited: new Promise((r) => child.once('exit', r)) };
 }
 
+/** A server whose catalog has only tiny-llama, for remote workers only. */
+async function llamaServer(dir: string, env: Record<string, string> = {}): Promise<{ server: ServerProcess; catalog: string }> {
+  const catalog = join(dir, 'models.json');
+  writeFileSync(catalog, JSON.stringify({ models: [{ name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'models/tiny-llama.gguf' } }] }));
+  const server = await spawnServer({
+    DATABASE_URL: `sqlite:${join(dir, 'tasks.db')}`,
+    TASK_MANAGER_MODELS: catalog,
+    TASK_MANAGER_EMBEDDED_WORKER: 'false',
+    TASK_MANAGER_WORKER_TOKEN: TOKEN,
+    TASK_MANAGER_RATE_LIMIT: 'false',
+    ...env,
+  });
+  return { server, catalog };
+}
+
 async function finished(url: string, id: string, timeoutMs = 30_000): Promise<any> {
   return waitFor(async () => {
     const t = await json(await fetch(`${url}/tasks/${id}`));
@@ -207,16 +222,7 @@ describe('a remote worker restarted under its id', () => {
 
   it('a worker process killed mid-task and started again under its id runs the task again at once', async () => {
     const dir = tempDir();
-    const catalog = join(dir.path, 'models.json');
-    writeFileSync(catalog, JSON.stringify({ models: [{ name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'models/tiny-llama.gguf' } }] }));
-    const srv = await spawnServer({
-      DATABASE_URL: `sqlite:${join(dir.path, 'k.db')}`,
-      TASK_MANAGER_MODELS: catalog,
-      TASK_MANAGER_EMBEDDED_WORKER: 'false',
-      TASK_MANAGER_WORKER_TOKEN: TOKEN,
-      TASK_MANAGER_RATE_LIMIT: 'false',
-      TASK_MANAGER_LEASE_SECONDS: '600',
-    });
+    const { server: srv, catalog } = await llamaServer(dir.path, { TASK_MANAGER_LEASE_SECONDS: '600' });
     const started: WorkerProc[] = [];
     try {
       started.push(startWorker(srv.url, catalog, 'gpu-k', 'tiny-llama', { TASK_MANAGER_LEASE_SECONDS: '600' }));
@@ -241,15 +247,7 @@ describe('a remote worker restarted under its id', () => {
 describe('a worker process stopped with SIGTERM', () => {
   it('mid-generation on llama.cpp, exits 0 and gives the task back to the queue', async () => {
     const dir = tempDir();
-    const catalog = join(dir.path, 'models.json');
-    writeFileSync(catalog, JSON.stringify({ models: [{ name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'models/tiny-llama.gguf' } }] }));
-    const server = await spawnServer({
-      DATABASE_URL: `sqlite:${join(dir.path, 'term.db')}`,
-      TASK_MANAGER_MODELS: catalog,
-      TASK_MANAGER_EMBEDDED_WORKER: 'false',
-      TASK_MANAGER_WORKER_TOKEN: TOKEN,
-      TASK_MANAGER_RATE_LIMIT: 'false',
-    });
+    const { server, catalog } = await llamaServer(dir.path);
     const worker = startWorker(server.url, catalog, 'gpu-term', 'tiny-llama', { TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: '0' });
     try {
       const t = await json(await post(`${server.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: 'Hello' }, parameters: { max_tokens: 30_000 } }));
