@@ -35,6 +35,8 @@ export interface Config {
   /** The in-process worker's id; null: derived per node (see `embeddedWorkerId` in server/app.ts). */
   embeddedWorkerId: string | null;
   workerConcurrency: number;
+  /** How long a worker no longer heard from stays in `GET /workers`. */
+  workerRetentionHours: number;
   shutdownGraceSeconds: number;
   trustProxy: boolean;
   /** Shared secret remote workers present; remote workers are refused while unset. */
@@ -85,6 +87,7 @@ export function defaultConfig(): Config {
     embeddedWorker: true,
     embeddedWorkerId: null,
     workerConcurrency: 2,
+    workerRetentionHours: 24,
     shutdownGraceSeconds: 10,
     trustProxy: false,
     rejectWithoutWorker: false,
@@ -177,6 +180,10 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
     help: 'Id of the in-process worker, one per node; a restarted node requeues at once what this id held (default worker_embedded on SQLite, worker_embedded:<host>:<port> on PostgreSQL)',
   },
   TASK_MANAGER_WORKER_CONCURRENCY: { set: int(1, 1024, (c, v) => (c.workerConcurrency = v)), help: 'Tasks the embedded worker runs at once (default 2)' },
+  TASK_MANAGER_WORKER_RETENTION_HOURS: {
+    set: int(1, 24 * 365, (c, v) => (c.workerRetentionHours = v)),
+    help: 'How long an offline worker holding no task stays listed in GET /workers (default 24)',
+  },
   TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: {
     set: int(0, 3600, (c, v) => (c.shutdownGraceSeconds = v)),
     help: 'On SIGTERM, how long running tasks may finish before they are requeued (default 10)',

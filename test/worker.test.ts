@@ -7,6 +7,7 @@ import { newTaskId } from '../src/core/ids.js';
 import { LeaseReaper } from '../src/scheduler/lease-reaper.js';
 import { LeaseWakeups } from '../src/scheduler/wakeups.js';
 import { TaskQueue } from '../src/scheduler/task-queue.js';
+import { WorkerDirectory } from '../src/scheduler/worker-directory.js';
 import { SqliteTaskStore } from '../src/store/sqlite/sqlite-store.js';
 import { InProcessTransport } from '../src/worker/in-process-transport.js';
 import { Worker } from '../src/worker/worker.js';
@@ -397,6 +398,35 @@ describe('lease wakeups: when a worker counts as drained', () => {
       w.notify(MODEL);
       w.leaseAnswered('w1', 1, 0);
       expect(w.drained('w1')).toBe(ordered);
+    }
+  });
+});
+
+describe('the worker directory', () => {
+  it('forgets workers silent past the retention that hold no task, once a minute at most', async () => {
+    const dir = tempDir();
+    const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db'), synchronous: 'NORMAL' });
+    try {
+      const directory = new WorkerDirectory(store, 1_000, 10_000);
+      const t0 = Date.now();
+      const m = { taskType: 'text_generation' as const, modelName: 'm' };
+      for (const id of ['crashed', 'busy', 'recent']) await store.upsertWorker({ id, models: [m], concurrency: 1, hardware: {} }, t0);
+      await store.createTask({ id: newTaskId(t0), ...m, inputData: { prompt: 'x' }, parameters: {}, priority: 0, maxAttempts: 3, timeoutMs: 60_000, createdAt: t0 });
+      expect(await store.leaseTasks({ workerId: 'busy', models: [m], limit: 1, leaseMs: 60_000, now: t0 })).toHaveLength(1);
+      await store.touchWorker('recent', t0 + 15_000);
+      const listed = async () => (await directory.list(t0 + 20_000)).map((w) => [w.id, w.status]);
+      expect(await listed()).toEqual([['busy', 'offline'], ['crashed', 'offline'], ['recent', 'offline']]);
+      // Past the retention: the silent worker with nothing leased goes; one still holding a task stays.
+      await directory.refresh(t0 + 20_000);
+      expect(await listed()).toEqual([['busy', 'offline'], ['recent', 'offline']]);
+      // Within the minute nothing is looked at again, then the next one goes.
+      await directory.refresh(t0 + 30_000);
+      expect(await listed()).toEqual([['busy', 'offline'], ['recent', 'offline']]);
+      await directory.refresh(t0 + 81_000);
+      expect(await listed()).toEqual([['busy', 'offline']]);
+    } finally {
+      await store.close();
+      dir.cleanup();
     }
   });
 });

@@ -208,6 +208,8 @@ export interface TaskStore {
   upsertWorker(w: Omit<WorkerRecord, 'registeredAt' | 'lastSeenAt'>, now: number): Promise<WorkerRecord>;
   touchWorker(id: string, now: number): Promise<boolean>;
   removeWorker(id: string): Promise<void>;
+  /** Removes workers last seen before `silentSince` that hold no running task; returns their ids. */
+  forgetWorkers(silentSince: number): Promise<string[]>;
   listWorkers(): Promise<WorkerRecord[]>;
   /** Every running task with its worker (bounded by the number of worker slots). */
   runningTasks(): Promise<RunningTaskRef[]>;

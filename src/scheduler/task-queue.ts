@@ -29,6 +29,8 @@ export interface TaskQueueOptions {
   defaultMaxAttempts: number;
   defaultTimeoutMs: number;
   leaseMs: number;
+  /** How long an offline worker stays listed (default 24 h). */
+  workerRetentionMs?: number;
 }
 
 export interface Estimate {
@@ -71,7 +73,7 @@ export class TaskQueue {
     private readonly opts: TaskQueueOptions,
   ) {
     // A worker that has not been heard from for a lease length has lost its tasks too.
-    this.workers = new WorkerDirectory(store, opts.leaseMs);
+    this.workers = new WorkerDirectory(store, opts.leaseMs, opts.workerRetentionMs);
     this.wakeups = new LeaseWakeups(store.answersInCommitOrder);
     this.eta = new EtaEstimator((m) => this.workers.slots(m));
     // Wake waiting leases for tasks that became pending on this node or another one.

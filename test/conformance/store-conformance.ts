@@ -388,6 +388,14 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       ]);
       await store.removeWorker('gpu-1');
       expect((await store.listWorkers()).map((x) => x.id)).toEqual(['cpu-1']);
+      // Long silent: forgotten, unless a task is still leased to it.
+      await store.upsertWorker({ id: 'holder', models: [LLM], concurrency: 1, hardware: {} }, 3000);
+      await store.createTask(newTask());
+      await leaseOne('holder', 60_000, 3000);
+      await store.upsertWorker({ id: 'fresh', models: [LLM], concurrency: 1, hardware: {} }, 9000);
+      expect(await store.forgetWorkers(5000)).toEqual(['cpu-1']);
+      expect((await store.listWorkers()).map((x) => x.id)).toEqual(['fresh', 'holder']);
+      expect(await store.forgetWorkers(5000)).toEqual([]);
     });
 
     it('lists running tasks with their workers', async () => {

@@ -399,6 +399,16 @@ export class PostgresTaskStore implements TaskStore {
     await this.q('remove worker', 'DELETE FROM workers WHERE id = $1', [id]);
   }
 
+  async forgetWorkers(silentSince: number): Promise<string[]> {
+    const rows = await this.q<{ id: string }>(
+      'forget workers',
+      `DELETE FROM workers w WHERE last_seen_at < $1
+         AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.status = 'running' AND t.worker_id = w.id) RETURNING id`,
+      [silentSince],
+    );
+    return rows.map((r) => r.id);
+  }
+
   async listWorkers(): Promise<WorkerRecord[]> {
     return (await this.q<WorkerRow>('list workers', 'SELECT * FROM workers ORDER BY id')).map(rowToWorker);
   }

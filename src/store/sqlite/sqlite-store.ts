@@ -439,6 +439,10 @@ export class SqliteTaskStore implements TaskStore {
     return this.write({ op: 'removeWorker', id });
   }
 
+  forgetWorkers(silentSince: number): Promise<string[]> {
+    return this.write({ op: 'forgetWorkers', silentSince });
+  }
+
   listWorkers(): Promise<WorkerRecord[]> {
     return this.read('list workers', () => (this.db.prepare('SELECT * FROM workers ORDER BY id').all() as WorkerRow[]).map(rowToWorker));
   }

@@ -56,6 +56,7 @@ export type WriteOp =
   | { op: 'upsertWorker'; id: string; models: string; concurrency: number; hardware: string; now: number }
   | { op: 'touchWorker'; id: string; now: number }
   | { op: 'removeWorker'; id: string }
+  | { op: 'forgetWorkers'; silentSince: number }
   | { op: 'putArtifact'; taskId: string; name: string; contentType: string; data: Uint8Array; now: number }
   | { op: 'probe' };
 
@@ -443,6 +444,15 @@ export class SqliteWriter {
       case 'removeWorker':
         this.db.prepare('DELETE FROM workers WHERE id = ?').run(w.id);
         return undefined;
+      case 'forgetWorkers':
+        return (
+          this.db
+            .prepare(
+              `DELETE FROM workers WHERE last_seen_at < ?
+                 AND NOT EXISTS (SELECT 1 FROM tasks WHERE status = 'running' AND worker_id = workers.id) RETURNING id`,
+            )
+            .all(w.silentSince) as Array<{ id: string }>
+        ).map((r) => r.id);
       case 'putArtifact': {
         const data = Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength);
         this.db
