@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseWav } from '../src/engines/espeak.js';
 import { startA1111Standin, type A1111Standin } from './helpers/a1111-standin.js';
 import { renderTextPng } from './helpers/png-text.js';
+import { HttpTransport } from '../src/worker/http-transport.js';
 import { spawnServer, type ServerProcess } from './helpers/process.js';
 import { json, post, tempDir, waitFor } from './helpers/server.js';
 
@@ -312,6 +313,140 @@ describe('worker protocol guards', () => {
     } finally {
       closed.child.kill('SIGKILL');
       await closed.exited;
+      dir.cleanup();
+    }
+  });
+});
+
+describe('completions of several tasks in one request', () => {
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  /** Requests answered so far on one route, from the server's own HTTP histogram. */
+  async function served(url: string, route: string): Promise<number> {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    let n = 0;
+    for (const line of text.split('\n')) {
+      if (line.startsWith('task_manager_http_request_duration_seconds_count{') && line.includes(`route="${route}"`)) n += Number(line.split(' ').pop());
+    }
+    return n;
+  }
+
+  it('POST /workers/{id}/complete records each task under its own lease, and answers each outcome in order', async () => {
+    const dir = tempDir();
+    const srv = await spawnServer({
+      DATABASE_URL: `sqlite:${join(dir.path, 'c.db')}`,
+      TASK_MANAGER_EMBEDDED_WORKER: 'false',
+      TASK_MANAGER_WORKER_TOKEN: TOKEN,
+      TASK_MANAGER_RATE_LIMIT: 'false',
+      TASK_MANAGER_LEASE_SECONDS: '600',
+    });
+    try {
+      expect((await post(`${srv.url}/workers/register`, { worker_id: 'w1', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 4 }, auth)).status).toBe(200);
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) ids.push((await json(await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } }))).task_id);
+      const leased = await json(await post(`${srv.url}/workers/w1/lease`, { max_tasks: 4, wait_seconds: 1 }, auth));
+      const token = (id: string) => leased.tasks.find((t: any) => t.task_id === id).lease_token;
+      expect((await fetch(`${srv.url}/tasks/${ids[3]}`, { method: 'DELETE' })).status).toBe(200);
+      const res = await post(
+        `${srv.url}/workers/w1/complete`,
+        {
+          tasks: [
+            { task_id: ids[0], lease_token: token(ids[0]), result: { generated_text: 'zero' } },
+            { task_id: ids[1], lease_token: token(ids[1]), result: { generated_text: 'one' } },
+            { task_id: ids[2], lease_token: 'f'.repeat(32), result: { generated_text: 'forged' } },
+            { task_id: ids[3], lease_token: token(ids[3]), result: { generated_text: 'too late' } },
+          ],
+        },
+        auth,
+      );
+      expect(res.status).toBe(200);
+      expect((await json(res)).results).toEqual([
+        { task_id: ids[0], outcome: 'completed', status: 'completed' },
+        { task_id: ids[1], outcome: 'completed', status: 'completed' },
+        { task_id: ids[2], outcome: 'stale', status: 'running' },
+        { task_id: ids[3], outcome: 'cancelled', status: 'cancelled' },
+      ]);
+      const task = async (id: string) => json(await fetch(`${srv.url}/tasks/${id}`));
+      expect(await task(ids[0])).toMatchObject({ status: 'completed', result: { generated_text: 'zero' } });
+      expect(await task(ids[1])).toMatchObject({ status: 'completed', result: { generated_text: 'one' } });
+      // The refused ones changed nothing.
+      expect(await task(ids[2])).toMatchObject({ status: 'running', attempts: 1, result: null });
+      expect(await task(ids[3])).toMatchObject({ status: 'cancelled', result: null });
+      const again = await json(await post(`${srv.url}/workers/w1/complete`, { tasks: [{ task_id: ids[2], lease_token: token(ids[2]), result: { n: 2 } }] }, auth));
+      expect(again.results).toEqual([{ task_id: ids[2], outcome: 'completed', status: 'completed' }]);
+      // A cancel the worker missed between its polls is named on its next one (ids[0] completed, not cancelled).
+      const poll = await json(await post(`${srv.url}/workers/w1/lease`, { max_tasks: 0, wait_seconds: 1, running: [ids[3], ids[0], 'task_unknown'] }, auth));
+      expect(poll).toEqual({ tasks: [], cancelled: [ids[3]] });
+
+      // Bad requests: the spec's error format, nothing recorded.
+      const item = { task_id: ids[0], lease_token: token(ids[0]), result: {} };
+      for (const body of [{ tasks: [] }, { tasks: Array.from({ length: 1025 }, () => item) }, { tasks: [{ task_id: ids[0], lease_token: token(ids[0]) }] }, { tasks: [{ ...item, extra: 1 }] }, {}]) {
+        const bad = await post(`${srv.url}/workers/w1/complete`, body, auth);
+        expect(bad.status).toBe(422);
+        expect((await json(bad)).error.code).toBe('VALIDATION_ERROR');
+      }
+      expect((await post(`${srv.url}/workers/w1/complete`, { tasks: [item] })).status).toBe(401);
+      const ghost = await post(`${srv.url}/workers/ghost/complete`, { tasks: [item] }, auth);
+      expect(ghost.status).toBe(404);
+      expect((await json(ghost)).error.code).toBe('WORKER_NOT_FOUND');
+      expect(await task(ids[0])).toMatchObject({ result: { generated_text: 'zero' } });
+    } finally {
+      srv.child.kill('SIGKILL');
+      await srv.exited;
+      dir.cleanup();
+    }
+  });
+
+  it('the HTTP worker transport sends the completions of one turn in one request, and one at a time to a server without the route', async () => {
+    const dir = tempDir();
+    const srv = await spawnServer({
+      DATABASE_URL: `sqlite:${join(dir.path, 't.db')}`,
+      TASK_MANAGER_EMBEDDED_WORKER: 'false',
+      TASK_MANAGER_WORKER_TOKEN: TOKEN,
+      TASK_MANAGER_RATE_LIMIT: 'false',
+      TASK_MANAGER_LEASE_SECONDS: '600',
+    });
+    const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
+    const leaseAll = async (t: HttpTransport, n: number) => {
+      for (let i = 0; i < n; i++) await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } });
+      const leased = await t.lease(models, n, 1000, new AbortController().signal);
+      expect(leased).toHaveLength(n);
+      return leased;
+    };
+    try {
+      const batching = new HttpTransport({ serverUrl: srv.url, token: TOKEN });
+      await batching.register({ workerId: 'batcher', models, concurrency: 8 });
+      const leased = await leaseAll(batching, 6);
+      const outcomes = await Promise.all(leased.map((l, i) => batching.complete(l.task.id, l.leaseToken, { n: i })));
+      expect(outcomes).toEqual(Array(6).fill('ok'));
+      expect(await served(srv.url, '/workers/:worker_id/complete')).toBe(1);
+      expect(await served(srv.url, '/workers/:worker_id/tasks/:task_id/complete')).toBe(0);
+      for (const [i, l] of leased.entries()) expect(await json(await fetch(`${srv.url}/tasks/${l.task.id}`))).toMatchObject({ status: 'completed', result: { n: i } });
+      // Completing again with the spent leases: refused, each one.
+      expect(await Promise.all(leased.slice(0, 2).map((l) => batching.complete(l.task.id, l.leaseToken, {})))).toEqual(['stale', 'stale']);
+      await batching.unregister();
+
+      // A server from before the route answers 404 ROUTE_NOT_FOUND: the transport goes on one task at a time.
+      let refused = 0;
+      const olderServer: typeof fetch = (input, init) => {
+        if (/\/workers\/[^/]+\/complete$/.test(String(input))) {
+          refused++;
+          return Promise.resolve(new Response(JSON.stringify({ error: { code: 'ROUTE_NOT_FOUND', message: 'No such endpoint' } }), { status: 404 }));
+        }
+        return fetch(input, init);
+      };
+      const single = new HttpTransport({ serverUrl: srv.url, token: TOKEN, fetch: olderServer });
+      await single.register({ workerId: 'single', models, concurrency: 8 });
+      const more = await leaseAll(single, 3);
+      expect(await Promise.all(more.map((l) => single.complete(l.task.id, l.leaseToken, { older: true })))).toEqual(['ok', 'ok', 'ok']);
+      const last = await leaseAll(single, 1);
+      expect(await single.complete(last[0].task.id, last[0].leaseToken, { older: true })).toBe('ok');
+      expect(refused).toBe(1);
+      expect(await served(srv.url, '/workers/:worker_id/tasks/:task_id/complete')).toBe(4);
+      for (const l of [...more, ...last]) expect((await json(await fetch(`${srv.url}/tasks/${l.task.id}`))).status).toBe('completed');
+      await single.unregister();
+    } finally {
+      srv.child.kill('SIGKILL');
+      await srv.exited;
       dir.cleanup();
     }
   });

@@ -174,6 +174,8 @@ export interface TaskStore {
   /** With `task.lease`, the new task is running under that lease when this resolves (attempt 1). */
   createTask(task: NewTask): Promise<TaskRecord>;
   getTask(id: string): Promise<TaskRecord | null>;
+  /** Those of `ids` that were cancelled while leased to this worker (one query, however many). */
+  cancelledAmong(workerId: string, ids: string[]): Promise<string[]>;
   listTasks(query: ListQuery): Promise<ListResult>;
   /** Tasks of the same model ahead of this pending task in lease order. */
   queuePosition(task: TaskRecord): Promise<number>;

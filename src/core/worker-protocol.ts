@@ -99,6 +99,34 @@ export const CompleteBody = Type.Object(
   { lease_token: LeaseToken, result: Type.Record(Type.String(), Type.Any()) },
   { additionalProperties: false },
 );
+/** Completions of several tasks in one request: each one as the single-task endpoint would do it. */
+export const CompleteManyBody = Type.Object(
+  {
+    tasks: Type.Array(
+      Type.Object(
+        { task_id: Type.String({ maxLength: 200 }), lease_token: LeaseToken, result: Type.Record(Type.String(), Type.Any()) },
+        { additionalProperties: false },
+      ),
+      { minItems: 1, maxItems: 1024 },
+    ),
+  },
+  { additionalProperties: false },
+);
+export type CompleteManyBody = Static<typeof CompleteManyBody>;
+
+export const CompleteManyResponse = Type.Object({
+  results: Type.Array(
+    Type.Object({
+      task_id: Type.String(),
+      outcome: Type.Union([Type.Literal('completed'), Type.Literal('cancelled'), Type.Literal('stale')], {
+        description: 'completed: recorded; cancelled or stale: the lease was no longer held and nothing changed',
+      }),
+      status: Type.Union([Type.String(), Type.Null()], { description: "The task's status now (null if it no longer exists)" }),
+    }),
+    { description: 'One per task, in request order' },
+  ),
+});
+
 export const FailBody = Type.Object(
   {
     lease_token: LeaseToken,

@@ -39,6 +39,9 @@ interface WireTask {
   started_at: string;
 }
 
+/** The most completions one request carries (the server takes up to 1,024). */
+const MAX_COMPLETIONS = 512;
+const COMPLETIONS_BYTES = 1 << 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const transient = (err: unknown) => !(err instanceof HttpError) || err.status >= 500 || err.status === 429;
 
@@ -59,6 +62,10 @@ export class HttpTransport implements WorkerTransport {
   private readonly cancelListeners = new Set<(taskId: string) => void>();
   private beats: Array<{ task_id: string; lease_token: string; progress?: number; resolve: (s: LeaseState) => void; reject: (e: unknown) => void }> = [];
   private beatScheduled = false;
+  private completions: Array<{ task_id: string; lease_token: string; result: Record<string, unknown>; resolve: (s: LeaseState) => void; reject: (e: unknown) => void }> = [];
+  private completionsScheduled = false;
+  /** Cleared when the server predates POST /workers/{id}/complete: one request per task then. */
+  private completeMany = true;
 
   constructor(private readonly opts: HttpTransportOptions) {
     this.base = opts.serverUrl.replace(/\/+$/, '');
@@ -209,8 +216,58 @@ export class HttpTransport implements WorkerTransport {
     }
   }
 
+  /** Completions of one turn of the event loop go out in one request. */
   complete(taskId: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseState> {
-    return this.leaseWrite(taskId, 'complete', { lease_token: leaseToken, result });
+    if (!this.completeMany) return this.leaseWrite(taskId, 'complete', { lease_token: leaseToken, result });
+    return new Promise((resolve, reject) => {
+      this.completions.push({ task_id: taskId, lease_token: leaseToken, result, resolve, reject });
+      if (!this.completionsScheduled) {
+        this.completionsScheduled = true;
+        setImmediate(() => void this.flushCompletions());
+      }
+    });
+  }
+
+  private async flushCompletions(): Promise<void> {
+    this.completionsScheduled = false;
+    // Up to MAX_COMPLETIONS or about COMPLETIONS_BYTES per request (a larger result goes alone).
+    const parts: string[] = [];
+    let bytes = 0;
+    while (parts.length < this.completions.length && parts.length < MAX_COMPLETIONS) {
+      const c = this.completions[parts.length];
+      const part = JSON.stringify({ task_id: c.task_id, lease_token: c.lease_token, result: c.result });
+      if (parts.length > 0 && bytes + part.length > COMPLETIONS_BYTES) break;
+      parts.push(part);
+      bytes += part.length + 1;
+    }
+    const batch = this.completions.splice(0, parts.length);
+    const payload = Buffer.from(`{"tasks":[${parts.join(',')}]}`);
+    if (this.completions.length) {
+      this.completionsScheduled = true;
+      setImmediate(() => void this.flushCompletions());
+    }
+    const settle = (b: (typeof batch)[number], fn: () => void) => {
+      this.held.delete(b.task_id);
+      fn();
+    };
+    let res: { results: Array<{ task_id: string; outcome: 'completed' | 'cancelled' | 'stale' }> };
+    try {
+      res = await this.withRetry(() =>
+        this.call('POST', `/workers/${encodeURIComponent(this.workerId)}/complete`, undefined, { raw: payload, contentType: 'application/json' }),
+      );
+    } catch (err) {
+      if (err instanceof HttpError && err.status === 404 && err.code === 'ROUTE_NOT_FOUND') {
+        this.completeMany = false;
+        for (const b of batch) this.leaseWrite(b.task_id, 'complete', { lease_token: b.lease_token, result: b.result }).then(b.resolve, b.reject);
+        return;
+      }
+      for (const b of batch) settle(b, () => b.reject(err));
+      return;
+    }
+    batch.forEach((b, i) => {
+      const outcome = res.results[i]?.outcome;
+      settle(b, () => b.resolve(outcome === 'completed' ? 'ok' : outcome === 'cancelled' ? 'cancelled' : 'stale'));
+    });
   }
 
   fail(taskId: string, leaseToken: string, error: TaskError, retryable: boolean): Promise<LeaseState> {

@@ -239,6 +239,22 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect((await store.cancelTask(newTaskId(), now())).kind).toBe('not_found');
     });
 
+    it('names the tasks cancelled under a worker among those it says it runs, in one call', async () => {
+      for (let i = 0; i < 4; i++) await store.createTask(newTask());
+      const [a, b] = [await leaseOne('w-a'), await leaseOne('w-a')];
+      const other = await leaseOne('w-b');
+      const pending = (await store.createTask(newTask())).id;
+      await store.cancelTask(a.task.id, now());
+      await store.cancelTask(other.task.id, now());
+      await store.cancelTask(pending, now());
+      const ids = [a.task.id, b.task.id, other.task.id, pending, newTaskId()];
+      // Only a's: b still runs, the other worker's and the never-leased task are not w-a's.
+      expect(await store.cancelledAmong('w-a', ids)).toEqual([a.task.id]);
+      expect(await store.cancelledAmong('w-b', ids)).toEqual([other.task.id]);
+      expect(await store.cancelledAmong('w-a', [])).toEqual([]);
+      expect(await store.cancelledAmong('w-c', ids)).toEqual([]);
+    });
+
     it('requeues expired leases and fences the old holder out', async () => {
       const t = await store.createTask(newTask({ maxAttempts: 2 }));
       const l1 = await leaseOne('w1', 1000, now());

@@ -9,6 +9,8 @@ import {
   ArtifactUploadParams,
   ArtifactUploadQuery,
   CompleteBody,
+  CompleteManyBody,
+  CompleteManyResponse,
   EMBEDDED_WORKER_PREFIX,
   EventsBody,
   FailBody,
@@ -173,10 +175,7 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         });
         try {
           // Cancels that happened since the worker last asked.
-          for (const id of running) {
-            const t = await queue.store.getTask(id);
-            if (t && t.status === 'cancelled' && t.workerId === workerId) cancelled.add(id);
-          }
+          for (const id of await queue.store.cancelledAmong(workerId, running)) cancelled.add(id);
           let leased: Awaited<ReturnType<typeof queue.leaseWait>> = [];
           if (cancelled.size > 0) {
             // Answer at once with the cancels, and with whatever work is ready now.
@@ -232,11 +231,12 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         await known(request.params.worker_id);
         const cancelled: string[] = [];
         const lost: string[] = [];
-        for (const t of request.body.tasks) {
-          const out = await queue.heartbeat(t.task_id, t.lease_token, t.progress);
-          if (out.kind === 'cancelled') cancelled.push(t.task_id);
-          else if (out.kind === 'stale') lost.push(t.task_id);
-        }
+        // Started together, they join one group commit.
+        const outs = await Promise.all(request.body.tasks.map((t) => queue.heartbeat(t.task_id, t.lease_token, t.progress)));
+        outs.forEach((out, i) => {
+          if (out.kind === 'cancelled') cancelled.push(request.body.tasks[i].task_id);
+          else if (out.kind === 'stale') lost.push(request.body.tasks[i].task_id);
+        });
         return { cancelled, lost };
       },
     );
@@ -257,6 +257,33 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         await known(request.params.worker_id);
         const { task_id: id } = request.params;
         return leaseResult(await queue.complete(id, request.body.lease_token, request.body.result), id);
+      },
+    );
+
+    protocol.post(
+      '/workers/:worker_id/complete',
+      {
+        schema: {
+          tags: ['workers'],
+          summary: 'Complete several tasks',
+          description:
+            'Records the results of up to 1,024 tasks, each under its lease token, in one request (they commit together). Each gets its own outcome: a stale or cancelled lease changes nothing for that task and does not fail the others.',
+          params: WorkerIdParams,
+          body: CompleteManyBody,
+          response: { 200: CompleteManyResponse, ...errors(401, 404, 422, 503) },
+        },
+      },
+      async (request) => {
+        await known(request.params.worker_id);
+        // Started together, they join one group commit.
+        const outs = await Promise.all(request.body.tasks.map((t) => queue.complete(t.task_id, t.lease_token, t.result)));
+        return {
+          results: outs.map((out, i) => ({
+            task_id: request.body.tasks[i].task_id,
+            outcome: out.kind === 'ok' ? ('completed' as const) : out.kind,
+            status: out.task?.status ?? null,
+          })),
+        };
       },
     );
 

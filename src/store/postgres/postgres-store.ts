@@ -259,6 +259,16 @@ export class PostgresTaskStore implements TaskStore {
     return row ? rowToTask(row) : null;
   }
 
+  async cancelledAmong(workerId: string, ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.q<{ id: string }>(
+      'find cancelled tasks',
+      "SELECT id FROM tasks WHERE id = ANY($1::text[]) AND status = 'cancelled' AND worker_id = $2",
+      [ids, workerId],
+    );
+    return rows.map((r) => r.id);
+  }
+
   async listTasks(q: ListQuery): Promise<ListResult> {
     const where: string[] = [];
     const params: unknown[] = [];

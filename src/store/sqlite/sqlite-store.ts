@@ -318,6 +318,18 @@ export class SqliteTaskStore implements TaskStore {
     });
   }
 
+  private cancelledStmt: Database.Statement | null = null;
+
+  cancelledAmong(workerId: string, ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return Promise.resolve([]);
+    return this.read('find cancelled tasks', () => {
+      this.cancelledStmt ??= this.db
+        .prepare("SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?)) AND status = 'cancelled' AND worker_id = ?")
+        .pluck();
+      return this.cancelledStmt.all(JSON.stringify(ids), workerId) as string[];
+    });
+  }
+
   listTasks(q: ListQuery): Promise<ListResult> {
     return this.read('list tasks', () => {
       const where: string[] = [];
