@@ -1,7 +1,7 @@
 /** Lease lifecycle with the real worker runtime, queue and SQLite store: expiry, fencing, cancel, retries, timeouts. */
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EngineError, RetryableEngineError } from '../src/core/engine.js';
+import { EngineError, RetryableEngineError, type Engine } from '../src/core/engine.js';
 import { LocalEventBus } from '../src/core/events.js';
 import { newTaskId } from '../src/core/ids.js';
 import { LeaseReaper } from '../src/scheduler/lease-reaper.js';
@@ -241,6 +241,66 @@ describe('worker runtime and leases', () => {
     await engine.started(1);
     engine.runs[0].ctx.reportProgress(0.42);
     await waitFor(async () => (await statusOf(t.id)).progress === 0.42, 3000, 'progress');
+  });
+
+  it('an engine that reads its signal only after a cancel finds it aborted, with the reason', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started = false;
+    let seen: { aborted: boolean; reason: unknown } | null = null;
+    const late: Engine = {
+      name: 'late',
+      taskTypes: ['text_generation'],
+      run: async (_task, ctx) => {
+        started = true;
+        await gate;
+        seen = { aborted: ctx.signal.aborted, reason: ctx.signal.reason };
+        return { result: { ran: true } };
+      },
+    };
+    const w = new Worker({ transport: new InProcessTransport(queue), models: [{ ...MODEL, engine: late, modelOptions: {} }], concurrency: 1, heartbeatMs: 100 });
+    workers.push(w);
+    await w.start();
+    const t = await create();
+    await waitFor(() => started, 3000, 'engine start');
+    await queue.cancel(t.id);
+    release();
+    await waitFor(() => seen, 3000, 'engine end');
+    expect(seen).toEqual({ aborted: true, reason: 'cancelled' });
+    // Its result does not count: the task stays cancelled.
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await statusOf(t.id)).status).toBe('cancelled');
+    expect((await statusOf(t.id)).result).toBeNull();
+  });
+
+  it('one timer heartbeats every running task: the beats of a tick leave together', async () => {
+    const engine = new GateEngine();
+    const w = await startWorker(engine, { concurrency: 3, heartbeatMs: 100 });
+    // Observe the real transport: calls made in one synchronous run share a batch number.
+    const transport = (w as unknown as { transport: InProcessTransport }).transport;
+    const beat = transport.heartbeat.bind(transport);
+    const beats: Array<[number, string]> = [];
+    let batch = 0;
+    let open = false;
+    transport.heartbeat = (id, token, progress) => {
+      if (!open) (open = true), batch++, queueMicrotask(() => (open = false));
+      beats.push([batch, id]);
+      return beat(id, token, progress);
+    };
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      ids.push((await create()).id);
+      await new Promise((r) => setTimeout(r, 15));
+    }
+    await engine.started(3);
+    beats.length = 0;
+    await new Promise((r) => setTimeout(r, 350));
+    for (const id of ids) engine.finish(id, {});
+    for (const id of ids) await completed(id);
+    const byBatch = new Map<number, string[]>();
+    for (const [b, id] of beats) byBatch.set(b, [...(byBatch.get(b) ?? []), id]);
+    expect(byBatch.size).toBeGreaterThanOrEqual(2);
+    for (const group of byBatch.values()) expect([...group].sort()).toEqual([...ids].sort());
   });
 
   describe('handoff to a drained in-process worker', () => {

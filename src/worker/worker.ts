@@ -37,12 +37,39 @@ type StopReason = 'cancelled' | 'timeout' | 'lost' | 'shutdown';
 
 interface Running {
   leased: LeasedTask;
-  controller: AbortController;
+  stop: StopSignal;
   progress: number | undefined;
   done: Promise<void>;
-  stream: OutputStream;
+  /** Made on the first output or progress. */
+  stream: OutputStream | null;
   /** Holds one of the worker's slots until its engine has returned (reporting needs none). */
   slot: boolean;
+}
+
+/**
+ * A running task's stop signal. The AbortController behind it is made only when the engine
+ * reads the signal or the task is stopped: making one per task costs more than a no-op
+ * engine's whole run.
+ */
+class StopSignal {
+  private controller: AbortController | null = null;
+  reason: StopReason | null = null;
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.reason) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  /** False when already stopped. */
+  stop(reason: StopReason): boolean {
+    if (this.reason) return false;
+    this.reason = reason;
+    this.controller?.abort(reason);
+    return true;
+  }
 }
 
 /** Batches a task's streamed output and progress into one report per interval, in order. */
@@ -121,6 +148,8 @@ export class Worker {
   private allDelivered: (() => void) | null = null;
   /** Tasks handed over while stopping, on their way back to the queue. */
   private readonly handingBack = new Set<Promise<void>>();
+  /** One timer heartbeats every running task: their beats share a request (HTTP) or a commit. */
+  private beatTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: WorkerOptions) {
     this.id = opts.id ?? defaultWorkerId();
@@ -142,6 +171,8 @@ export class Worker {
       hardware: this.opts.hardware,
     });
     this.offCancel = this.transport.onCancel((taskId) => this.stopTask(taskId, 'cancelled'));
+    this.beatTimer = setInterval(() => this.heartbeatAll(), this.opts.heartbeatMs);
+    this.beatTimer.unref();
     this.transport.acceptHandoffs?.({
       reserve: () => {
         if (this.stopController.signal.aborted || this.free() <= 0) return false;
@@ -213,18 +244,36 @@ export class Worker {
   }
 
   private runTask(leased: LeasedTask): void {
-    const stream = new OutputStream(
-      (events) => this.transport.appendEvents(leased.task.id, leased.leaseToken, events),
-      this.opts.streamIntervalMs ?? 100,
-      (err) => this.log.warn({ err, task_id: leased.task.id }, 'could not report output'),
-    );
-    const entry: Running = { leased, controller: new AbortController(), progress: undefined, done: Promise.resolve(), stream, slot: true };
+    const entry: Running = { leased, stop: new StopSignal(), progress: undefined, done: Promise.resolve(), stream: null, slot: true };
     this.running.set(leased.task.id, entry);
     this.busy++;
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(leased.task.id);
       this.freeSlot(entry);
     });
+  }
+
+  private streamOf(entry: Running): OutputStream {
+    const { task, leaseToken } = entry.leased;
+    return (entry.stream ??= new OutputStream(
+      (events) => this.transport.appendEvents(task.id, leaseToken, events),
+      this.opts.streamIntervalMs ?? 100,
+      (err) => this.log.warn({ err, task_id: task.id }, 'could not report output'),
+    ));
+  }
+
+  /** Extends the lease of every running task and learns which to stop. */
+  private heartbeatAll(): void {
+    for (const entry of this.running.values()) {
+      const { task, leaseToken } = entry.leased;
+      this.transport
+        .heartbeat(task.id, leaseToken, entry.progress)
+        .then((state) => {
+          if (state === 'cancelled') this.stopTask(task.id, 'cancelled');
+          else if (state === 'stale') this.stopTask(task.id, 'lost');
+        })
+        .catch((err) => this.log.warn({ err, task_id: task.id }, 'heartbeat failed'));
+    }
   }
 
   /** The engine is done with the task: the next one can start while this one is reported. */
@@ -238,7 +287,7 @@ export class Worker {
 
   private async execute(entry: Running): Promise<void> {
     const { task, leaseToken } = entry.leased;
-    const { controller } = entry;
+    const { stop } = entry;
     // A scoped logger only when something is logged: the happy path stays allocation-light.
     let scoped: WorkerLogger | null = null;
     const scope = () => (scoped ??= this.log.child?.({ task_id: task.id, worker_id: this.id }) ?? this.log);
@@ -256,15 +305,6 @@ export class Worker {
     }
     const elapsed = task.startedAt !== null ? Date.now() - task.startedAt : 0;
     const timeout = setTimeout(() => this.stopTask(task.id, 'timeout'), Math.max(0, task.timeoutMs - elapsed));
-    const heartbeat = setInterval(() => {
-      this.transport
-        .heartbeat(task.id, leaseToken, entry.progress)
-        .then((state) => {
-          if (state === 'cancelled') this.stopTask(task.id, 'cancelled');
-          else if (state === 'stale') this.stopTask(task.id, 'lost');
-        })
-        .catch((err) => log.warn({ err }, 'heartbeat failed'));
-    }, this.opts.heartbeatMs);
     try {
       const { result, artifacts = [] } = await served.engine.run(
         {
@@ -276,21 +316,23 @@ export class Worker {
           modelOptions: served.modelOptions,
         },
         {
-          signal: controller.signal,
+          get signal() {
+            return stop.signal;
+          },
           reportProgress: (p) => {
             if (!Number.isFinite(p)) return;
             entry.progress = Math.min(1, Math.max(0, p));
-            entry.stream.progress(entry.progress);
+            this.streamOf(entry).progress(entry.progress);
           },
-          reportOutput: (text) => entry.stream.text(String(text)),
+          reportOutput: (text) => this.streamOf(entry).text(String(text)),
         },
       );
       this.freeSlot(entry);
-      if (controller.signal.aborted) {
-        await this.afterStop(entry, controller.signal.reason as StopReason, log);
+      if (stop.reason) {
+        await this.afterStop(entry, stop.reason, log);
       } else {
         // Streamed output is logged before the final status, so subscribers see it in order.
-        await entry.stream.flush();
+        await entry.stream?.flush();
         const refs = [];
         for (const a of artifacts) refs.push(await this.transport.putArtifact(task.id, leaseToken, a));
         const final = refs.length ? { ...result, artifacts: refs } : result;
@@ -298,18 +340,17 @@ export class Worker {
       }
     } catch (err) {
       this.freeSlot(entry);
-      if (controller.signal.aborted) {
-        await this.afterStop(entry, controller.signal.reason as StopReason, log);
+      if (stop.reason) {
+        await this.afterStop(entry, stop.reason, log);
       } else {
         const { error, retryable } = describeFailure(err);
         log.warn({ err, code: error.code }, 'engine failed');
-        await entry.stream.flush();
+        await entry.stream?.flush();
         await this.report(() => this.transport.fail(task.id, leaseToken, error, retryable), log);
       }
     } finally {
-      entry.stream.discard();
+      entry.stream?.discard();
       clearTimeout(timeout);
-      clearInterval(heartbeat);
     }
   }
 
@@ -337,9 +378,7 @@ export class Worker {
   /** Aborts a running task's engine; the engine's promise settles soon after. */
   stopTask(taskId: string, reason: StopReason): boolean {
     const entry = this.running.get(taskId);
-    if (!entry || entry.controller.signal.aborted) return false;
-    entry.controller.abort(reason);
-    return true;
+    return entry ? entry.stop.stop(reason) : false;
   }
 
   /**
@@ -362,6 +401,7 @@ export class Worker {
       await Promise.all([...this.running.values()].map((r) => r.done));
     }
     this.offCancel?.();
+    if (this.beatTimer) clearInterval(this.beatTimer);
     await this.transport.unregister().catch(() => {});
   }
 }
