@@ -137,6 +137,37 @@ describe('crash safety (separate server process, default synchronous=FULL)', () 
     }
   });
 
+  it('a second server on the same SQLite file refuses to start and touches nothing; once the first is gone, one starts', async () => {
+    const db = join(dir.path, 'one-server.db');
+    const env = { DATABASE_URL: `sqlite:${db}`, TASK_MANAGER_RATE_LIMIT: 'false', TASK_MANAGER_LEASE_SECONDS: '600', RUN_MS: '60000' };
+    const NODE = ['test/fixtures/node.mjs'];
+    const first = await spawnServer(env, 20_000, NODE);
+    const id = (await json(await post(`${first.url}/tasks`, { task_type: 'text_generation', model_name: 'sleepy', input_data: { prompt: 'long' } }))).task_id;
+    await waitFor(async () => (await json(await fetch(`${first.url}/tasks/${id}`))).status === 'running', 5000, 'running');
+    // It would share the in-process worker's id, and take the running task back as its own.
+    const second = await spawnServer(env, 20_000, NODE).then(
+      () => null,
+      (err: Error) => err.message,
+    );
+    expect(second).toMatch(/server exited early \(1\)/);
+    expect(second).toMatch(/one-server\.db is in use by another Task Manager server/);
+    expect(await json(await fetch(`${first.url}/tasks/${id}`))).toMatchObject({ status: 'running', attempts: 1 });
+    first.child.kill('SIGKILL');
+    await first.exited;
+    // The lock went with the process: no stale lock after a crash.
+    const third = await spawnServer({ ...env, RUN_MS: '10' }, 20_000, NODE);
+    try {
+      const t = await waitFor(async () => {
+        const task = await json(await fetch(`${third.url}/tasks/${id}`));
+        return task.status === 'completed' ? task : null;
+      }, 10_000, 'completed after restart');
+      expect(t.attempts).toBe(2);
+    } finally {
+      third.child.kill('SIGKILL');
+      await third.exited;
+    }
+  });
+
   it('SIGTERM stops taking requests and exits 0 with everything saved', async () => {
     const env = { DATABASE_URL: `sqlite:${join(dir.path, 'term.db')}`, TASK_MANAGER_RATE_LIMIT: 'false' };
     const srv = await spawnServer(env);

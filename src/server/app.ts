@@ -16,6 +16,7 @@ import type { TaskStore } from '../core/store.js';
 import { parseDatabaseUrl, type Config } from '../config.js';
 import { LeaseReaper } from '../scheduler/lease-reaper.js';
 import { TaskQueue } from '../scheduler/task-queue.js';
+import { lockDatabase } from '../store/sqlite/server-lock.js';
 import { SqliteTaskStore } from '../store/sqlite/sqlite-store.js';
 import { PgEventBus } from '../store/postgres/pg-event-bus.js';
 import { PgRateLimitStore } from '../store/postgres/pg-rate-limit-store.js';
@@ -89,16 +90,25 @@ export interface Backend {
   bus: EventBus;
   /** Shared across nodes where the store can hold it; else the app keeps counts in memory. */
   rateLimitStore?: RateLimitStore;
+  /** Called after the store has closed. */
+  release?: () => void;
 }
 
 /** Opens the store named by DATABASE_URL with the event bus and rate-limit counters that go with it. */
 export async function openBackend(config: Config): Promise<Backend> {
   const target = parseDatabaseUrl(config.databaseUrl);
   if (target.kind === 'sqlite') {
-    return {
-      store: SqliteTaskStore.open({ path: target.path, synchronous: config.sqliteSynchronous, maxBytes: config.sqliteMaxBytes }),
-      bus: new LocalEventBus(),
-    };
+    const lock = target.path === ':memory:' ? null : lockDatabase(target.path);
+    try {
+      return {
+        store: SqliteTaskStore.open({ path: target.path, synchronous: config.sqliteSynchronous, maxBytes: config.sqliteMaxBytes }),
+        bus: new LocalEventBus(),
+        release: () => lock?.release(),
+      };
+    } catch (err) {
+      lock?.release();
+      throw err;
+    }
   }
   const opts = { url: target.url, schema: config.pgSchema, poolSize: config.pgPoolSize };
   const store = await PostgresTaskStore.open(opts);
@@ -312,6 +322,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     await rateLimitStore?.close();
     await bus.close();
     await store.close();
+    backend.release?.();
   });
 
   return app;
