@@ -48,6 +48,25 @@ async function llamaServer(dir: string, env: Record<string, string> = {}): Promi
   return { server, catalog };
 }
 
+/** Runs `fn` against a server for remote workers only, whose leases never expire within a test. */
+async function withRemoteServer(fn: (url: string) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  const srv = await spawnServer({
+    DATABASE_URL: `sqlite:${join(dir.path, 'r.db')}`,
+    TASK_MANAGER_EMBEDDED_WORKER: 'false',
+    TASK_MANAGER_WORKER_TOKEN: TOKEN,
+    TASK_MANAGER_RATE_LIMIT: 'false',
+    TASK_MANAGER_LEASE_SECONDS: '600',
+  });
+  try {
+    await fn(srv.url);
+  } finally {
+    srv.child.kill('SIGKILL');
+    await srv.exited;
+    dir.cleanup();
+  }
+}
+
 async function finished(url: string, id: string, timeoutMs = 30_000): Promise<any> {
   return waitFor(async () => {
     const t = await json(await fetch(`${url}/tasks/${id}`));
@@ -177,25 +196,16 @@ describe('server and remote workers over HTTP', () => {
 
 describe('a remote worker restarted under its id', () => {
   it('registering with the tasks it runs gets every other task of that id requeued at once', async () => {
-    const dir = tempDir();
-    const srv = await spawnServer({
-      DATABASE_URL: `sqlite:${join(dir.path, 'r.db')}`,
-      TASK_MANAGER_EMBEDDED_WORKER: 'false',
-      TASK_MANAGER_WORKER_TOKEN: TOKEN,
-      TASK_MANAGER_RATE_LIMIT: 'false',
-      // No lease here ends by expiring.
-      TASK_MANAGER_LEASE_SECONDS: '600',
-    });
-    const auth = { authorization: `Bearer ${TOKEN}` };
-    const reg = (extra: Record<string, unknown> = {}) =>
-      post(`${srv.url}/workers/register`, { worker_id: 'gpu-fixed', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 2, ...extra }, auth);
-    try {
+    await withRemoteServer(async (url) => {
+      const auth = { authorization: `Bearer ${TOKEN}` };
+      const reg = (extra: Record<string, unknown> = {}) =>
+        post(`${url}/workers/register`, { worker_id: 'gpu-fixed', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 2, ...extra }, auth);
       expect((await reg()).status).toBe(200);
       const ids: string[] = [];
-      for (let i = 0; i < 2; i++) ids.push((await json(await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } }))).task_id);
-      const leased = await json(await post(`${srv.url}/workers/gpu-fixed/lease`, { max_tasks: 2, wait_seconds: 1 }, auth));
+      for (let i = 0; i < 2; i++) ids.push((await json(await post(`${url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } }))).task_id);
+      const leased = await json(await post(`${url}/workers/gpu-fixed/lease`, { max_tasks: 2, wait_seconds: 1 }, auth));
       expect(leased.tasks.map((t: any) => t.task_id).sort()).toEqual([...ids].sort());
-      const task = async (id: string) => json(await fetch(`${srv.url}/tasks/${id}`));
+      const task = async (id: string) => json(await fetch(`${url}/tasks/${id}`));
       // Registering again without the field (an older worker) changes no lease.
       expect((await reg()).status).toBe(200);
       for (const id of ids) expect(await task(id)).toMatchObject({ status: 'running', attempts: 1 });
@@ -207,18 +217,14 @@ describe('a remote worker restarted under its id', () => {
       expect((await reg({ running_task_ids: [] })).status).toBe(200);
       expect(await task(ids[0])).toMatchObject({ status: 'pending', attempts: 1 });
       const old = leased.tasks.find((t: any) => t.task_id === ids[0]);
-      const late = await post(`${srv.url}/workers/gpu-fixed/tasks/${ids[0]}/complete`, { lease_token: old.lease_token, result: { late: true } }, auth);
+      const late = await post(`${url}/workers/gpu-fixed/tasks/${ids[0]}/complete`, { lease_token: old.lease_token, result: { late: true } }, auth);
       expect(late.status).toBe(409);
       // Another worker's leases are not touched by it.
-      expect((await post(`${srv.url}/workers/register`, { worker_id: 'gpu-other', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 2 }, auth)).status).toBe(200);
-      expect((await json(await post(`${srv.url}/workers/gpu-other/lease`, { max_tasks: 2, wait_seconds: 1 }, auth))).tasks).toHaveLength(2);
+      expect((await post(`${url}/workers/register`, { worker_id: 'gpu-other', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 2 }, auth)).status).toBe(200);
+      expect((await json(await post(`${url}/workers/gpu-other/lease`, { max_tasks: 2, wait_seconds: 1 }, auth))).tasks).toHaveLength(2);
       expect((await reg({ running_task_ids: [] })).status).toBe(200);
       for (const id of ids) expect(await task(id)).toMatchObject({ status: 'running', attempts: 2, worker_id: 'gpu-other' });
-    } finally {
-      srv.child.kill('SIGKILL');
-      await srv.exited;
-      dir.cleanup();
-    }
+    });
   });
 
   it('a worker process killed mid-task and started again under its id runs the task again at once', async () => {
@@ -331,23 +337,15 @@ describe('completions of several tasks in one request', () => {
   }
 
   it('POST /workers/{id}/complete records each task under its own lease, and answers each outcome in order', async () => {
-    const dir = tempDir();
-    const srv = await spawnServer({
-      DATABASE_URL: `sqlite:${join(dir.path, 'c.db')}`,
-      TASK_MANAGER_EMBEDDED_WORKER: 'false',
-      TASK_MANAGER_WORKER_TOKEN: TOKEN,
-      TASK_MANAGER_RATE_LIMIT: 'false',
-      TASK_MANAGER_LEASE_SECONDS: '600',
-    });
-    try {
-      expect((await post(`${srv.url}/workers/register`, { worker_id: 'w1', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 4 }, auth)).status).toBe(200);
+    await withRemoteServer(async (url) => {
+      expect((await post(`${url}/workers/register`, { worker_id: 'w1', models: [{ task_type: 'text_generation', model_name: 'm' }], concurrency: 4 }, auth)).status).toBe(200);
       const ids: string[] = [];
-      for (let i = 0; i < 4; i++) ids.push((await json(await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } }))).task_id);
-      const leased = await json(await post(`${srv.url}/workers/w1/lease`, { max_tasks: 4, wait_seconds: 1 }, auth));
+      for (let i = 0; i < 4; i++) ids.push((await json(await post(`${url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } }))).task_id);
+      const leased = await json(await post(`${url}/workers/w1/lease`, { max_tasks: 4, wait_seconds: 1 }, auth));
       const token = (id: string) => leased.tasks.find((t: any) => t.task_id === id).lease_token;
-      expect((await fetch(`${srv.url}/tasks/${ids[3]}`, { method: 'DELETE' })).status).toBe(200);
+      expect((await fetch(`${url}/tasks/${ids[3]}`, { method: 'DELETE' })).status).toBe(200);
       const res = await post(
-        `${srv.url}/workers/w1/complete`,
+        `${url}/workers/w1/complete`,
         {
           tasks: [
             { task_id: ids[0], lease_token: token(ids[0]), result: { generated_text: 'zero' } },
@@ -365,64 +363,58 @@ describe('completions of several tasks in one request', () => {
         { task_id: ids[2], outcome: 'stale', status: 'running' },
         { task_id: ids[3], outcome: 'cancelled', status: 'cancelled' },
       ]);
-      const task = async (id: string) => json(await fetch(`${srv.url}/tasks/${id}`));
+      const task = async (id: string) => json(await fetch(`${url}/tasks/${id}`));
       expect(await task(ids[0])).toMatchObject({ status: 'completed', result: { generated_text: 'zero' } });
       expect(await task(ids[1])).toMatchObject({ status: 'completed', result: { generated_text: 'one' } });
       // The refused ones changed nothing.
       expect(await task(ids[2])).toMatchObject({ status: 'running', attempts: 1, result: null });
       expect(await task(ids[3])).toMatchObject({ status: 'cancelled', result: null });
-      const again = await json(await post(`${srv.url}/workers/w1/complete`, { tasks: [{ task_id: ids[2], lease_token: token(ids[2]), result: { n: 2 } }] }, auth));
+      const again = await json(await post(`${url}/workers/w1/complete`, { tasks: [{ task_id: ids[2], lease_token: token(ids[2]), result: { n: 2 } }] }, auth));
       expect(again.results).toEqual([{ task_id: ids[2], outcome: 'completed', status: 'completed' }]);
       // A cancel the worker missed between its polls is named on its next one (ids[0] completed, not cancelled).
-      const poll = await json(await post(`${srv.url}/workers/w1/lease`, { max_tasks: 0, wait_seconds: 1, running: [ids[3], ids[0], 'task_unknown'] }, auth));
+      const poll = await json(await post(`${url}/workers/w1/lease`, { max_tasks: 0, wait_seconds: 1, running: [ids[3], ids[0], 'task_unknown'] }, auth));
       expect(poll).toEqual({ tasks: [], cancelled: [ids[3]] });
 
       // Bad requests: the spec's error format, nothing recorded.
       const item = { task_id: ids[0], lease_token: token(ids[0]), result: {} };
       for (const body of [{ tasks: [] }, { tasks: Array.from({ length: 1025 }, () => item) }, { tasks: [{ task_id: ids[0], lease_token: token(ids[0]) }] }, { tasks: [{ ...item, extra: 1 }] }, {}]) {
-        const bad = await post(`${srv.url}/workers/w1/complete`, body, auth);
+        const bad = await post(`${url}/workers/w1/complete`, body, auth);
         expect(bad.status).toBe(422);
         expect((await json(bad)).error.code).toBe('VALIDATION_ERROR');
       }
-      expect((await post(`${srv.url}/workers/w1/complete`, { tasks: [item] })).status).toBe(401);
-      const ghost = await post(`${srv.url}/workers/ghost/complete`, { tasks: [item] }, auth);
+      expect((await post(`${url}/workers/w1/complete`, { tasks: [item] })).status).toBe(401);
+      const ghost = await post(`${url}/workers/ghost/complete`, { tasks: [item] }, auth);
       expect(ghost.status).toBe(404);
       expect((await json(ghost)).error.code).toBe('WORKER_NOT_FOUND');
       expect(await task(ids[0])).toMatchObject({ result: { generated_text: 'zero' } });
-    } finally {
-      srv.child.kill('SIGKILL');
-      await srv.exited;
-      dir.cleanup();
-    }
+    });
   });
 
   it('the HTTP worker transport sends the completions of one turn in one request, and one at a time to a server without the route', async () => {
-    const dir = tempDir();
-    const srv = await spawnServer({
-      DATABASE_URL: `sqlite:${join(dir.path, 't.db')}`,
-      TASK_MANAGER_EMBEDDED_WORKER: 'false',
-      TASK_MANAGER_WORKER_TOKEN: TOKEN,
-      TASK_MANAGER_RATE_LIMIT: 'false',
-      TASK_MANAGER_LEASE_SECONDS: '600',
-    });
-    const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
-    const leaseAll = async (t: HttpTransport, n: number) => {
-      for (let i = 0; i < n; i++) await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } });
-      const leased = await t.lease(models, n, 1000, new AbortController().signal);
-      expect(leased).toHaveLength(n);
-      return leased;
-    };
-    try {
-      const batching = new HttpTransport({ serverUrl: srv.url, token: TOKEN });
+    await withRemoteServer(async (url) => {
+      const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
+      const leaseAll = async (t: HttpTransport, n: number) => {
+        for (let i = 0; i < n; i++) await post(`${url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: `p${i}` } });
+        const leased = await t.lease(models, n, 1000, new AbortController().signal);
+        expect(leased).toHaveLength(n);
+        return leased;
+      };
+      const batching = new HttpTransport({ serverUrl: url, token: TOKEN });
       await batching.register({ workerId: 'batcher', models, concurrency: 8 });
       const leased = await leaseAll(batching, 6);
       const outcomes = await Promise.all(leased.map((l, i) => batching.complete(l.task.id, l.leaseToken, { n: i })));
       expect(outcomes).toEqual(Array(6).fill('ok'));
-      expect(await served(srv.url, '/workers/:worker_id/complete')).toBe(1);
-      expect(await served(srv.url, '/workers/:worker_id/tasks/:task_id/complete')).toBe(0);
-      for (const [i, l] of leased.entries()) expect(await json(await fetch(`${srv.url}/tasks/${l.task.id}`))).toMatchObject({ status: 'completed', result: { n: i } });
+      expect(await served(url, '/workers/:worker_id/complete')).toBe(1);
+      expect(await served(url, '/workers/:worker_id/tasks/:task_id/complete')).toBe(0);
+      for (const [i, l] of leased.entries()) expect(await json(await fetch(`${url}/tasks/${l.task.id}`))).toMatchObject({ status: 'completed', result: { n: i } });
       // Completing again with the spent leases: refused, each one.
       expect(await Promise.all(leased.slice(0, 2).map((l) => batching.complete(l.task.id, l.leaseToken, {})))).toEqual(['stale', 'stale']);
+      // Large results are split over requests of about 1 MiB (a single larger one would go alone).
+      const big = await leaseAll(batching, 3);
+      const text = 'x'.repeat(600_000);
+      expect(await Promise.all(big.map((l) => batching.complete(l.task.id, l.leaseToken, { text })))).toEqual(['ok', 'ok', 'ok']);
+      expect(await served(url, '/workers/:worker_id/complete')).toBe(2 + 3);
+      for (const l of big) expect((await json(await fetch(`${url}/tasks/${l.task.id}`))).result.text).toHaveLength(600_000);
       await batching.unregister();
 
       // A server from before the route answers 404 ROUTE_NOT_FOUND: the transport goes on one task at a time.
@@ -434,20 +426,16 @@ describe('completions of several tasks in one request', () => {
         }
         return fetch(input, init);
       };
-      const single = new HttpTransport({ serverUrl: srv.url, token: TOKEN, fetch: olderServer });
+      const single = new HttpTransport({ serverUrl: url, token: TOKEN, fetch: olderServer });
       await single.register({ workerId: 'single', models, concurrency: 8 });
       const more = await leaseAll(single, 3);
       expect(await Promise.all(more.map((l) => single.complete(l.task.id, l.leaseToken, { older: true })))).toEqual(['ok', 'ok', 'ok']);
       const last = await leaseAll(single, 1);
       expect(await single.complete(last[0].task.id, last[0].leaseToken, { older: true })).toBe('ok');
       expect(refused).toBe(1);
-      expect(await served(srv.url, '/workers/:worker_id/tasks/:task_id/complete')).toBe(4);
-      for (const l of [...more, ...last]) expect((await json(await fetch(`${srv.url}/tasks/${l.task.id}`))).status).toBe('completed');
+      expect(await served(url, '/workers/:worker_id/tasks/:task_id/complete')).toBe(4);
+      for (const l of [...more, ...last]) expect((await json(await fetch(`${url}/tasks/${l.task.id}`))).status).toBe('completed');
       await single.unregister();
-    } finally {
-      srv.child.kill('SIGKILL');
-      await srv.exited;
-      dir.cleanup();
-    }
+    });
   });
 });

@@ -60,10 +60,10 @@ export class HttpTransport implements WorkerTransport {
   private info: WorkerInfo | null = null;
   private readonly held = new Set<string>();
   private readonly cancelListeners = new Set<(taskId: string) => void>();
-  private beats: Array<{ task_id: string; lease_token: string; progress?: number; resolve: (s: LeaseState) => void; reject: (e: unknown) => void }> = [];
-  private beatScheduled = false;
-  private completions: Array<{ task_id: string; lease_token: string; result: Record<string, unknown>; resolve: (s: LeaseState) => void; reject: (e: unknown) => void }> = [];
-  private completionsScheduled = false;
+  private readonly beats = new PerTurn<Beat>((batch) => void this.sendBeats(batch));
+  private readonly completions = new PerTurn<Completion>((all) => {
+    for (const batch of completionRequests(all)) void this.sendCompletions(batch);
+  });
   /** Cleared when the server predates POST /workers/{id}/complete: one request per task then. */
   private completeMany = true;
 
@@ -181,24 +181,15 @@ export class HttpTransport implements WorkerTransport {
   }
 
   heartbeat(taskId: string, leaseToken: string, progress?: number): Promise<LeaseState> {
-    return new Promise((resolve, reject) => {
-      this.beats.push({ task_id: taskId, lease_token: leaseToken, progress, resolve, reject });
-      if (!this.beatScheduled) {
-        this.beatScheduled = true;
-        setImmediate(() => void this.flushBeats());
-      }
-    });
+    return this.beats.add({ task_id: taskId, lease_token: leaseToken, progress });
   }
 
-  private async flushBeats(): Promise<void> {
-    this.beatScheduled = false;
-    const batch = this.beats;
-    this.beats = [];
+  private async sendBeats(batch: Array<Queued<Beat>>): Promise<void> {
     try {
       const res = await this.call<{ cancelled: string[]; lost: string[] }>('POST', `/workers/${encodeURIComponent(this.workerId)}/heartbeat`, {
-        tasks: batch.map(({ task_id, lease_token, progress }) => (progress === undefined ? { task_id, lease_token } : { task_id, lease_token, progress })),
+        tasks: batch.map(({ item: { task_id, lease_token, progress } }) => (progress === undefined ? { task_id, lease_token } : { task_id, lease_token, progress })),
       });
-      for (const b of batch) b.resolve(res.cancelled.includes(b.task_id) ? 'cancelled' : res.lost.includes(b.task_id) ? 'stale' : 'ok');
+      for (const { item, resolve } of batch) resolve(res.cancelled.includes(item.task_id) ? 'cancelled' : res.lost.includes(item.task_id) ? 'stale' : 'ok');
     } catch (err) {
       for (const b of batch) b.reject(err);
     }
@@ -219,35 +210,12 @@ export class HttpTransport implements WorkerTransport {
   /** Completions of one turn of the event loop go out in one request. */
   complete(taskId: string, leaseToken: string, result: Record<string, unknown>): Promise<LeaseState> {
     if (!this.completeMany) return this.leaseWrite(taskId, 'complete', { lease_token: leaseToken, result });
-    return new Promise((resolve, reject) => {
-      this.completions.push({ task_id: taskId, lease_token: leaseToken, result, resolve, reject });
-      if (!this.completionsScheduled) {
-        this.completionsScheduled = true;
-        setImmediate(() => void this.flushCompletions());
-      }
-    });
+    return this.completions.add({ task_id: taskId, lease_token: leaseToken, result });
   }
 
-  private async flushCompletions(): Promise<void> {
-    this.completionsScheduled = false;
-    // Up to MAX_COMPLETIONS or about COMPLETIONS_BYTES per request (a larger result goes alone).
-    const parts: string[] = [];
-    let bytes = 0;
-    while (parts.length < this.completions.length && parts.length < MAX_COMPLETIONS) {
-      const c = this.completions[parts.length];
-      const part = JSON.stringify({ task_id: c.task_id, lease_token: c.lease_token, result: c.result });
-      if (parts.length > 0 && bytes + part.length > COMPLETIONS_BYTES) break;
-      parts.push(part);
-      bytes += part.length + 1;
-    }
-    const batch = this.completions.splice(0, parts.length);
-    const payload = Buffer.from(`{"tasks":[${parts.join(',')}]}`);
-    if (this.completions.length) {
-      this.completionsScheduled = true;
-      setImmediate(() => void this.flushCompletions());
-    }
+  private async sendCompletions({ batch, payload }: CompletionRequest): Promise<void> {
     const settle = (b: (typeof batch)[number], fn: () => void) => {
-      this.held.delete(b.task_id);
+      this.held.delete(b.item.task_id);
       fn();
     };
     let res: { results: Array<{ task_id: string; outcome: 'completed' | 'cancelled' | 'stale' }> };
@@ -258,7 +226,7 @@ export class HttpTransport implements WorkerTransport {
     } catch (err) {
       if (err instanceof HttpError && err.status === 404 && err.code === 'ROUTE_NOT_FOUND') {
         this.completeMany = false;
-        for (const b of batch) this.leaseWrite(b.task_id, 'complete', { lease_token: b.lease_token, result: b.result }).then(b.resolve, b.reject);
+        for (const { item, resolve, reject } of batch) this.leaseWrite(item.task_id, 'complete', { lease_token: item.lease_token, result: item.result }).then(resolve, reject);
         return;
       }
       for (const b of batch) settle(b, () => b.reject(err));
@@ -297,6 +265,58 @@ export class HttpTransport implements WorkerTransport {
     this.cancelListeners.add(listener);
     return () => this.cancelListeners.delete(listener);
   }
+}
+
+type Queued<T> = { item: T; resolve: (s: LeaseState) => void; reject: (e: unknown) => void };
+
+/** Gathers the calls of one turn of the event loop, for one request. */
+class PerTurn<T> {
+  private items: Array<Queued<T>> = [];
+  private scheduled = false;
+
+  constructor(private readonly send: (batch: Array<Queued<T>>) => void) {}
+
+  add(item: T): Promise<LeaseState> {
+    return new Promise((resolve, reject) => {
+      this.items.push({ item, resolve, reject });
+      if (this.scheduled) return;
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        const batch = this.items;
+        this.items = [];
+        this.send(batch);
+      });
+    });
+  }
+}
+
+type Beat = { task_id: string; lease_token: string; progress?: number };
+type Completion = { task_id: string; lease_token: string; result: Record<string, unknown> };
+interface CompletionRequest {
+  batch: Array<Queued<Completion>>;
+  payload: Buffer;
+}
+
+/** Splits completions into requests of up to MAX_COMPLETIONS or about COMPLETIONS_BYTES (a larger result goes alone). */
+function completionRequests(all: Array<Queued<Completion>>): CompletionRequest[] {
+  const out: CompletionRequest[] = [];
+  let batch: Array<Queued<Completion>> = [];
+  let parts: string[] = [];
+  let bytes = 0;
+  const close = () => {
+    if (batch.length) out.push({ batch, payload: Buffer.from(`{"tasks":[${parts.join(',')}]}`) });
+    (batch = []), (parts = []), (bytes = 0);
+  };
+  for (const q of all) {
+    const part = JSON.stringify(q.item);
+    if (batch.length >= MAX_COMPLETIONS || (batch.length > 0 && bytes + part.length > COMPLETIONS_BYTES)) close();
+    batch.push(q);
+    parts.push(part);
+    bytes += part.length + 1;
+  }
+  close();
+  return out;
 }
 
 function toRecord(t: WireTask, workerId: string): TaskRecord {
