@@ -352,6 +352,7 @@ describe('completions of several tasks in one request', () => {
             { task_id: ids[1], lease_token: token(ids[1]), result: { generated_text: 'one' } },
             { task_id: ids[2], lease_token: 'f'.repeat(32), result: { generated_text: 'forged' } },
             { task_id: ids[3], lease_token: token(ids[3]), result: { generated_text: 'too late' } },
+            { task_id: 'task_00000000-0000-7000-8000-000000000000', lease_token: 'f'.repeat(32), result: {} },
           ],
         },
         auth,
@@ -362,6 +363,7 @@ describe('completions of several tasks in one request', () => {
         { task_id: ids[1], outcome: 'completed', status: 'completed' },
         { task_id: ids[2], outcome: 'stale', status: 'running' },
         { task_id: ids[3], outcome: 'cancelled', status: 'cancelled' },
+        { task_id: 'task_00000000-0000-7000-8000-000000000000', outcome: 'stale', status: null },
       ]);
       const task = async (id: string) => json(await fetch(`${url}/tasks/${id}`));
       expect(await task(ids[0])).toMatchObject({ status: 'completed', result: { generated_text: 'zero' } });
