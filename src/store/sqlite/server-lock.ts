@@ -21,6 +21,8 @@ export function lockDatabase(path: string): { release(): void } {
   const lock = new Database(`${path}.lock`);
   try {
     lock.pragma('busy_timeout = 0');
+    // Nothing is ever written to it: no journal file beside it either.
+    lock.pragma('journal_mode = MEMORY');
     lock.exec('BEGIN EXCLUSIVE');
   } catch (err) {
     lock.close();
