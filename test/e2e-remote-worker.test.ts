@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseWav } from '../src/engines/espeak.js';
@@ -439,5 +440,87 @@ describe('completions of several tasks in one request', () => {
       for (const l of [...more, ...last]) expect((await json(await fetch(`${url}/tasks/${l.task.id}`))).status).toBe('completed');
       await single.unregister();
     });
+  });
+});
+
+describe('the HTTP worker transport on a bad network', () => {
+  it('a server that accepts and never answers fails each request after the timeout, a long-poll after its wait on top', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((s) => sockets.add(s));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    try {
+      for (const viaFetch of [false, true]) {
+        const t = new HttpTransport({ serverUrl: url, token: TOKEN, requestTimeoutMs: 300, ...(viaFetch ? { fetch } : {}) });
+        const started = Date.now();
+        const err = await t.register({ workerId: 'w', models: [], concurrency: 1 }).then(
+          () => null,
+          (e: { code?: string }) => e,
+        );
+        expect(err).toMatchObject({ code: 'ETIMEDOUT' });
+        expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+    // A long-poll that hangs: its wait, then the timeout.
+    await withRemoteServer(async (url) => {
+      const hangingPolls: typeof fetch = (input, init) =>
+        /\/lease$/.test(String(input))
+          ? new Promise((_, reject) => init!.signal!.addEventListener('abort', () => reject(init!.signal!.reason)))
+          : fetch(input, init);
+      const t = new HttpTransport({ serverUrl: url, token: TOKEN, requestTimeoutMs: 300, fetch: hangingPolls });
+      await t.register({ workerId: 'polls', models: [{ taskType: 'text_generation', modelName: 'm' }], concurrency: 1 });
+      const started = Date.now();
+      const err = await t.lease([], 1, 400, new AbortController().signal).then(
+        () => null,
+        (e: { code?: string }) => e,
+      );
+      expect(err).toMatchObject({ code: 'ETIMEDOUT' });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(650);
+    });
+  });
+
+  it('a report is sent again until it lands while the lease may still be held, then given up', async () => {
+    await withRemoteServer(async (url) => {
+      let failuresLeft = 7;
+      const flaky: typeof fetch = (input, init) => {
+        if (/\/complete$/.test(String(input)) && failuresLeft > 0) {
+          failuresLeft--;
+          return Promise.reject(new TypeError('fetch failed'));
+        }
+        return fetch(input, init);
+      };
+      const t = new HttpTransport({ serverUrl: url, token: TOKEN, fetch: flaky, retryBaseMs: 10 });
+      const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
+      await t.register({ workerId: 'flaky', models, concurrency: 1 });
+      const id = (await json(await post(`${url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: 'x' } }))).task_id;
+      const [leased] = await t.lease(models, 1, 1000, new AbortController().signal);
+      // Seven failed tries (more than the five a report used to get), then the eighth lands.
+      expect(await t.complete(id, leased.leaseToken, { done: true })).toBe('ok');
+      expect(failuresLeft).toBe(0);
+      expect(await json(await fetch(`${url}/tasks/${id}`))).toMatchObject({ status: 'completed', attempts: 1, result: { done: true } });
+    });
+    // With a 1 s lease, a network that never comes back is given up on after about that long.
+    const dir = tempDir();
+    const srv = await spawnServer({ DATABASE_URL: `sqlite:${join(dir.path, 'g.db')}`, TASK_MANAGER_EMBEDDED_WORKER: 'false', TASK_MANAGER_WORKER_TOKEN: TOKEN, TASK_MANAGER_LEASE_SECONDS: '1' });
+    try {
+      const down: typeof fetch = (input, init) => (/\/complete$/.test(String(input)) ? Promise.reject(new TypeError('fetch failed')) : fetch(input, init));
+      const t = new HttpTransport({ serverUrl: srv.url, token: TOKEN, fetch: down, retryBaseMs: 10 });
+      const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
+      await t.register({ workerId: 'cut-off', models, concurrency: 1 });
+      await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'm', input_data: { prompt: 'x' } });
+      const [leased] = await t.lease(models, 1, 1000, new AbortController().signal);
+      const started = Date.now();
+      await expect(t.complete(leased.task.id, leased.leaseToken, {})).rejects.toThrow('fetch failed');
+      const took = Date.now() - started;
+      expect(took).toBeGreaterThanOrEqual(500);
+      expect(took).toBeLessThan(10_000);
+    } finally {
+      srv.child.kill('SIGKILL');
+      await srv.exited;
+      dir.cleanup();
+    }
   });
 });

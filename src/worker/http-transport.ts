@@ -12,6 +12,14 @@ export interface HttpTransportOptions {
   token: string;
   /** Send requests through this instead of node:http (for proxies or instrumentation). */
   fetch?: typeof fetch;
+  /**
+   * A request that hears nothing for this long fails (default 30 s; a lease long-poll gets
+   * its wait on top). A server that vanished without closing the connection would otherwise
+   * hold the worker for as long as TCP takes to notice, minutes.
+   */
+  requestTimeoutMs?: number;
+  /** First wait before a report is sent again (default 200 ms, doubling up to 2 s). */
+  retryBaseMs?: number;
 }
 
 export class HttpError extends Error {
@@ -39,6 +47,8 @@ interface WireTask {
   started_at: string;
 }
 
+/** The longest wait between two tries of a report. */
+const MAX_RETRY_WAIT_MS = 2_000;
 /** The most completions one request carries (the server takes up to 1,024). */
 const MAX_COMPLETIONS = 512;
 const COMPLETIONS_BYTES = 1 << 20;
@@ -66,6 +76,8 @@ export class HttpTransport implements WorkerTransport {
   });
   /** Cleared when the server predates POST /workers/{id}/complete: one request per task then. */
   private completeMany = true;
+  /** The server's lease length, learnt at registration: how long a report is worth retrying. */
+  private leaseMs = 30_000;
 
   constructor(private readonly opts: HttpTransportOptions) {
     this.base = opts.serverUrl.replace(/\/+$/, '');
@@ -75,9 +87,22 @@ export class HttpTransport implements WorkerTransport {
   }
 
   /** One request; node:http costs a fraction of fetch's CPU per call. */
-  private send(method: string, path: string, headers: Record<string, string>, payload: string | Buffer | undefined, signal?: AbortSignal): Promise<{ status: number; text: string }> {
+  private send(
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    payload: string | Buffer | undefined,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+  ): Promise<{ status: number; text: string }> {
     if (this.fetchFn) {
-      return this.fetchFn(`${this.base}${path}`, { method, headers, body: payload, signal }).then(async (res) => ({ status: res.status, text: await res.text() }));
+      const timeout = AbortSignal.timeout(timeoutMs);
+      return this.fetchFn(`${this.base}${path}`, { method, headers, body: payload, signal: signal ? AbortSignal.any([signal, timeout]) : timeout }).then(
+        async (res) => ({ status: res.status, text: await res.text() }),
+        (err) => {
+          throw timeout.aborted && !signal?.aborted ? timedOut(method, path, timeoutMs) : err;
+        },
+      );
     }
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -95,6 +120,7 @@ export class HttpTransport implements WorkerTransport {
         res.on('close', () => settle(() => reject(Object.assign(new Error(`${method} ${path}: connection closed before the response ended`), { code: 'ECONNRESET' }))));
       });
       req.on('error', (err) => settle(() => reject(err)));
+      req.setTimeout(timeoutMs, () => req.destroy(timedOut(method, path, timeoutMs)));
       req.end(payload);
     });
   }
@@ -104,7 +130,12 @@ export class HttpTransport implements WorkerTransport {
     return this.info.workerId;
   }
 
-  private async call<T>(method: string, path: string, body?: unknown, opts: { signal?: AbortSignal; raw?: Buffer; contentType?: string } = {}): Promise<T> {
+  private async call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { signal?: AbortSignal; raw?: Buffer; contentType?: string; waitMs?: number } = {},
+  ): Promise<T> {
     const headers: Record<string, string> = { authorization: `Bearer ${this.opts.token}` };
     let payload: string | Buffer | undefined;
     if (opts.raw) {
@@ -114,7 +145,7 @@ export class HttpTransport implements WorkerTransport {
       payload = JSON.stringify(body);
       headers['content-type'] = 'application/json';
     }
-    const res = await this.send(method, path, headers, payload, opts.signal);
+    const res = await this.send(method, path, headers, payload, opts.signal, (opts.waitMs ?? 0) + (this.opts.requestTimeoutMs ?? 30_000));
     const text = res.text;
     const json = text ? JSON.parse(text) : undefined;
     if (res.status < 200 || res.status >= 300) {
@@ -124,20 +155,26 @@ export class HttpTransport implements WorkerTransport {
     return json as T;
   }
 
-  /** Reports survive a short network blip: retried with backoff on transient failures. */
-  private async withRetry<T>(fn: () => Promise<T>, attempts = 5): Promise<T> {
+  /**
+   * Reports are sent again on transient failures (at least five tries) for as long as the
+   * lease may still be held: a network blip shorter than a lease does not cost the task a
+   * second run, and the worker keeps heartbeating it meanwhile.
+   */
+  private async withRetry<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.leaseMs;
     for (let i = 0; ; i++) {
       try {
         return await fn();
       } catch (err) {
-        if (i + 1 >= attempts || !transient(err)) throw err;
-        await sleep(200 * 2 ** i);
+        const wait = Math.min((this.opts.retryBaseMs ?? 200) * 2 ** i, MAX_RETRY_WAIT_MS);
+        if (!transient(err) || (i >= 4 && Date.now() + wait > deadline)) throw err;
+        await sleep(wait);
       }
     }
   }
 
   async register(info: WorkerInfo): Promise<void> {
-    const res = await this.call<{ worker_id: string }>('POST', '/workers/register', {
+    const res = await this.call<{ worker_id: string; lease_seconds?: number }>('POST', '/workers/register', {
       worker_id: info.workerId,
       models: info.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })),
       concurrency: info.concurrency,
@@ -146,6 +183,7 @@ export class HttpTransport implements WorkerTransport {
       running_task_ids: [...this.held],
     });
     this.info = { ...info, workerId: res.worker_id };
+    if (res.lease_seconds) this.leaseMs = res.lease_seconds * 1000;
   }
 
   async unregister(): Promise<void> {
@@ -159,7 +197,7 @@ export class HttpTransport implements WorkerTransport {
     const body = { max_tasks: limit, wait_seconds: waitMs / 1000, running: [...this.held] };
     let res: { tasks: WireTask[]; cancelled: string[] };
     try {
-      res = await this.call('POST', `/workers/${encodeURIComponent(this.workerId)}/lease`, body, { signal });
+      res = await this.call('POST', `/workers/${encodeURIComponent(this.workerId)}/lease`, body, { signal, waitMs });
     } catch (err) {
       if (signal.aborted) return [];
       if (err instanceof HttpError && err.code === 'WORKER_NOT_FOUND' && this.info) {
@@ -265,6 +303,10 @@ export class HttpTransport implements WorkerTransport {
     this.cancelListeners.add(listener);
     return () => this.cancelListeners.delete(listener);
   }
+}
+
+function timedOut(method: string, path: string, ms: number): Error {
+  return Object.assign(new Error(`${method} ${path}: no answer within ${ms} ms`), { code: 'ETIMEDOUT' });
 }
 
 type Queued<T> = { item: T; resolve: (s: LeaseState) => void; reject: (e: unknown) => void };
