@@ -37,6 +37,8 @@ export interface Config {
   workerConcurrency: number;
   /** How long a worker no longer heard from stays in `GET /workers`. */
   workerRetentionHours: number;
+  /** How long a finished task is kept; 0 keeps every task. */
+  taskRetentionHours: number;
   shutdownGraceSeconds: number;
   trustProxy: boolean;
   /** Shared secret remote workers present; remote workers are refused while unset. */
@@ -88,6 +90,7 @@ export function defaultConfig(): Config {
     embeddedWorkerId: null,
     workerConcurrency: 2,
     workerRetentionHours: 24,
+    taskRetentionHours: 0,
     shutdownGraceSeconds: 10,
     trustProxy: false,
     rejectWithoutWorker: false,
@@ -183,6 +186,10 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
   TASK_MANAGER_WORKER_RETENTION_HOURS: {
     set: int(1, 24 * 365, (c, v) => (c.workerRetentionHours = v)),
     help: 'How long an offline worker holding no task stays listed in GET /workers (default 24)',
+  },
+  TASK_MANAGER_TASK_RETENTION_HOURS: {
+    set: int(0, 24 * 3650, (c, v) => (c.taskRetentionHours = v)),
+    help: 'Finished tasks older than this are deleted with their events and artifacts (default 0: kept)',
   },
   TASK_MANAGER_SHUTDOWN_GRACE_SECONDS: {
     set: int(0, 3600, (c, v) => (c.shutdownGraceSeconds = v)),

@@ -10,6 +10,9 @@ describe('configuration', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 8002, host: '127.0.0.1', databaseUrl: 'sqlite:./data/task-manager.db' });
     expect(c.rateLimit).toEqual({ enabled: true, perMinute: 100, burst: 20, burstWindowSeconds: 10 });
+    // Finished tasks are kept unless a retention is set.
+    expect(c.taskRetentionHours).toBe(0);
+    expect(loadConfig({ TASK_MANAGER_TASK_RETENTION_HOURS: '48' }).taskRetentionHours).toBe(48);
   });
 
   it('reads environment variables, then overrides on top', () => {
@@ -27,6 +30,7 @@ describe('configuration', () => {
     [{ TASK_MANAGER_PORTT: '1' }, /Unknown setting TASK_MANAGER_PORTT/],
     [{ TASK_MANAGER_EMBEDDED_WORKER_ID: 'gpu-box-1' }, /TASK_MANAGER_EMBEDDED_WORKER_ID must start with worker_embedded/],
     [{ TASK_MANAGER_EMBEDDED_WORKER_ID: 'worker_embedded/1' }, /TASK_MANAGER_EMBEDDED_WORKER_ID must start with worker_embedded and use only/],
+    [{ TASK_MANAGER_TASK_RETENTION_HOURS: '-1' }, /TASK_MANAGER_TASK_RETENTION_HOURS must be an integer from 0/],
   ])('fails fast on %j', (env, message) => {
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(ConfigError);
     expect(() => loadConfig(env as NodeJS.ProcessEnv)).toThrow(message);

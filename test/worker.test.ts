@@ -462,6 +462,50 @@ describe('lease wakeups: when a worker counts as drained', () => {
   });
 });
 
+describe('retention of finished tasks', () => {
+  it('the reaper deletes finished tasks past the retention, at most once a minute; unfinished ones stay', async () => {
+    const dir = tempDir();
+    const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db'), synchronous: 'NORMAL' });
+    const queue = new TaskQueue(store, new LocalEventBus(), { defaultMaxAttempts: 3, defaultTimeoutMs: 60_000, leaseMs: 5_000, taskRetentionMs: 200 });
+    const engine = new GateEngine();
+    engine.autoResult = () => ({ ok: true });
+    const worker = new Worker({ transport: new InProcessTransport(queue), models: [{ ...MODEL, engine, modelOptions: {} }], concurrency: 2, heartbeatMs: 1_000 });
+    const reaper = new LeaseReaper(queue, { intervalMs: 50, timeoutGraceMs: 1_000 });
+    const create = (modelName = MODEL.modelName) => queue.create({ ...MODEL, modelName, inputData: { prompt: 'x' }, parameters: {} }).then((r) => r.task.id);
+    const exists = async (id: string) => (await store.getTask(id)) !== null;
+    try {
+      await worker.start();
+      const done = [await create(), await create(), await create()];
+      const waiting = await create('nobody-serves-this');
+      for (const id of done) await waitFor(async () => (await store.getTask(id))!.status === 'completed', 3000, 'completed');
+      // Kept while retention is off, however old.
+      const keeper = new TaskQueue(store, new LocalEventBus(), { defaultMaxAttempts: 3, defaultTimeoutMs: 60_000, leaseMs: 5_000 });
+      expect(await keeper.pruneFinished(Date.now() + 86_400_000)).toBe(0);
+      keeper.close();
+      await new Promise((r) => setTimeout(r, 250));
+      reaper.start();
+      for (const id of done) await waitFor(async () => !(await exists(id)), 3000, 'deleted');
+      expect(await exists(waiting)).toBe(true);
+      // The next pass is a minute away: a task finished now outlives its retention until then.
+      const later = await create();
+      await waitFor(async () => (await store.getTask(later))!.status === 'completed', 3000, 'completed');
+      await new Promise((r) => setTimeout(r, 400));
+      expect(await exists(later)).toBe(true);
+      expect(await queue.pruneFinished(Date.now() + 60_000)).toBe(1);
+      expect(await exists(later)).toBe(false);
+      const completed = (await store.counts()).find((c) => c.status === 'completed' && c.modelName === MODEL.modelName)!;
+      expect([completed.current, completed.total]).toEqual([0, 4]);
+      expect((await store.listTasks({ limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'asc' })).tasks.map((t) => t.id)).toEqual([waiting]);
+    } finally {
+      await reaper.stop();
+      await worker.stop(0);
+      queue.close();
+      await store.close();
+      dir.cleanup();
+    }
+  });
+});
+
 describe('the worker directory', () => {
   it('forgets workers silent past the retention that hold no task, once a minute at most', async () => {
     const dir = tempDir();

@@ -212,6 +212,13 @@ export interface TaskStore {
   removeWorker(id: string): Promise<void>;
   /** Removes workers last seen before `silentSince` that hold no running task; returns their ids. */
   forgetWorkers(silentSince: number): Promise<string[]>;
+  /**
+   * Deletes up to `limit` finished tasks (completed, failed, cancelled) created and last
+   * changed before `before`, with their events, artifacts and webhook deliveries; a task
+   * with a webhook still to deliver stays. Current counts drop, all-time totals do not.
+   * Returns how many went.
+   */
+  deleteFinished(before: number, limit: number): Promise<number>;
   listWorkers(): Promise<WorkerRecord[]>;
   /** Every running task with its worker (bounded by the number of worker slots). */
   runningTasks(): Promise<RunningTaskRef[]>;

@@ -5,7 +5,10 @@ export interface ReaperLogger {
   info(obj: object, msg: string): void;
 }
 
-/** Periodically requeues tasks whose worker stopped heartbeating, and fails hung ones. */
+/**
+ * Periodically requeues tasks whose worker stopped heartbeating, fails hung ones, and deletes
+ * finished tasks past the retention.
+ */
 export class LeaseReaper {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
@@ -25,8 +28,10 @@ export class LeaseReaper {
   tick(): Promise<void> {
     this.running ??= this.queue
       .reap(this.opts.timeoutGraceMs)
-      .then((r) => {
+      .then(async (r) => {
         if (r.requeued || r.failed) this.log?.info(r, 'reaped expired leases');
+        const deleted = await this.queue.pruneFinished();
+        if (deleted) this.log?.info({ deleted }, 'deleted finished tasks past the retention');
       })
       .catch((err) => this.log?.warn({ err }, 'lease reaper pass failed'))
       .finally(() => {

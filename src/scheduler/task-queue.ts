@@ -31,6 +31,8 @@ export interface TaskQueueOptions {
   leaseMs: number;
   /** How long an offline worker stays listed (default 24 h). */
   workerRetentionMs?: number;
+  /** How long a finished task is kept; 0 or unset keeps every task. */
+  taskRetentionMs?: number;
 }
 
 export interface Estimate {
@@ -40,6 +42,8 @@ export interface Estimate {
 
 /** Expired leases handled per store call. */
 const REAP_BATCH = 500;
+/** Finished tasks deleted per store call (each its own transaction, so other writes interleave). */
+const PRUNE_BATCH = 500;
 
 const refOf = (t: TaskRecord): ModelRef => ({ taskType: t.taskType, modelName: t.modelName });
 /** Counts by task type, then model: keys built by concatenation would be flattened and hashed on every create. */
@@ -64,6 +68,7 @@ export class TaskQueue {
   private pendingCounts: PendingCounts = new Map();
   private pendingCountsAt = 0;
   private pendingRefresh: Promise<void> | null = null;
+  private prunedAt = -Infinity;
   /** Completions observed per model, for processing-time metrics. */
   readonly onFinished = new Set<(task: TaskRecord) => void>();
 
@@ -338,6 +343,19 @@ export class TaskQueue {
     const timedOut = await this.store.reapTimedOut(now, timeoutGraceMs, 500);
     for (const t of timedOut) this.finished('failed', t);
     return { requeued: expired.requeued, failed: expired.failed + timedOut.length };
+  }
+
+  /** Deletes the finished tasks past the retention, at most once a minute; returns how many went. */
+  async pruneFinished(now = Date.now()): Promise<number> {
+    const keepMs = this.opts.taskRetentionMs ?? 0;
+    if (keepMs <= 0 || now - this.prunedAt < 60_000) return 0;
+    this.prunedAt = now;
+    let total = 0;
+    for (;;) {
+      const n = await this.store.deleteFinished(now - keepMs, PRUNE_BATCH);
+      total += n;
+      if (n < PRUNE_BATCH) return total;
+    }
   }
 
   private async requeueExpired(now: number): Promise<{ requeued: number; failed: number }> {

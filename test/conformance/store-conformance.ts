@@ -484,6 +484,65 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect((await store.createTaskOnce(later, 'key-1', 'fp-b', 86_400_000)).kind).toBe('created');
     });
 
+    it('deletes finished tasks past the retention with what belongs to them; current counts drop, totals do not', async () => {
+      await store.createTask(newTask());
+      const a = await leaseOne();
+      await store.appendEvents(a.task.id, a.leaseToken, [{ text: 'hi' }], now());
+      await store.putArtifact({ taskId: a.task.id, name: 'out.wav', contentType: 'audio/wav', data: Buffer.from('RIFF') }, now());
+      await store.completeTask(a.task.id, a.leaseToken, { ok: 1 }, now());
+      await store.createTask(newTask());
+      const b = await leaseOne();
+      await store.failTask(b.task.id, b.leaseToken, { error: { code: 'X', message: 'x' }, retryable: false, now: now() });
+      const c = await store.createTask(newTask());
+      await store.cancelTask(c.id, now());
+      await store.createTask(newTask({ webhookUrl: 'https://hooks.example/x', webhookEvents: ['completed'] }));
+      const h = await leaseOne();
+      await store.completeTask(h.task.id, h.leaseToken, {}, now());
+      await store.createTask(newTask());
+      const r = await leaseOne();
+      const p = await store.createTask(newTask());
+      const cutoff = now() + 1;
+      // Finished after the cutoff, though created before it.
+      const late = await store.createTask(newTask({ ...TTS }));
+      const [l] = await store.leaseTasks({ workerId: 'w1', models: [TTS], limit: 1, leaseMs: 30_000, now: cutoff + 5 });
+      await store.completeTask(late.id, l.leaseToken, {}, cutoff + 10);
+      const count = async (status: string) => (await store.counts()).filter((x) => x.status === status).reduce((n, x) => [n[0] + x.current, n[1] + x.total], [0, 0]);
+      const before = { completed: await count('completed'), failed: await count('failed'), cancelled: await count('cancelled') };
+
+      expect(await store.deleteFinished(cutoff, 100)).toBe(3);
+      for (const id of [a.task.id, b.task.id, c.id]) expect(await store.getTask(id)).toBeNull();
+      expect(await store.listEvents(a.task.id, 0, 100)).toEqual([]);
+      expect(await store.getArtifact(a.task.id, 'out.wav')).toBeNull();
+      // Kept: a webhook still to deliver, unfinished tasks, one finished after the cutoff.
+      for (const id of [h.task.id, r.task.id, p.id, late.id]) expect(await store.getTask(id)).not.toBeNull();
+      expect(await count('completed')).toEqual([before.completed[0] - 1, before.completed[1]]);
+      expect(await count('failed')).toEqual([before.failed[0] - 1, before.failed[1]]);
+      expect(await count('cancelled')).toEqual([before.cancelled[0] - 1, before.cancelled[1]]);
+      expect((await store.listTasks({ limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'desc' })).total).toBe(4);
+      expect(await store.deleteFinished(cutoff, 100)).toBe(0);
+
+      // Once its webhook is delivered it goes too; the limit is kept.
+      const [d] = await store.listDeliveries(h.task.id);
+      await store.recordDelivery(d.id, { ok: true, statusCode: 200, error: null, retryAt: null }, cutoff + 20);
+      expect(await store.deleteFinished(cutoff + 100, 1)).toBe(1);
+      expect(await store.deleteFinished(cutoff + 100, 1)).toBe(1);
+      expect(await store.deleteFinished(cutoff + 100, 1)).toBe(0);
+      expect(await store.getTask(h.task.id)).toBeNull();
+      expect(await store.getTask(late.id)).toBeNull();
+      expect((await store.getTask(r.task.id))!.status).toBe('running');
+
+      // An idempotency key whose task is gone starts over with a new task.
+      const once = newTask({ ...TTS });
+      const first = await store.createTaskOnce(once, 'kept-key', 'fp', 86_400_000);
+      expect(first.kind).toBe('created');
+      await store.cancelTask(once.id, once.createdAt);
+      expect(await store.deleteFinished(once.createdAt + 1, 10)).toBe(1);
+      const retry = newTask({ ...TTS });
+      const again = await store.createTaskOnce(retry, 'kept-key', 'fp', 86_400_000);
+      expect(again.kind === 'created' && again.task.id).toBe(retry.id);
+      expect((await store.getTask(retry.id))!.status).toBe('pending');
+    });
+
     it('queues webhook deliveries for the statuses asked for, and records attempts', async () => {
       const t = await store.createTask(newTask({ webhookUrl: 'https://hooks.example/x', webhookEvents: ['completed', 'failed'] }));
       expect((await store.getTask(t.id))).toMatchObject({ webhookUrl: 'https://hooks.example/x', webhookEvents: ['completed', 'failed'] });

@@ -198,7 +198,13 @@ export class PostgresTaskStore implements TaskStore {
         if (rows[0].fingerprint !== fingerprint) out = { kind: 'conflict', taskId: rows[0].task_id };
         else {
           const task = await client.query<TaskRow>(SQL.get_task, [rows[0].task_id]);
-          out = { kind: 'replayed', task: rowToTask(task.rows[0]) };
+          if (task.rows.length) out = { kind: 'replayed', task: rowToTask(task.rows[0]) };
+          else {
+            // Its task was deleted (retention): the key starts over, as SQLite's does.
+            await client.query('UPDATE idempotency_keys SET task_id = $2, created_at = $3 WHERE key = $1', [key, t.id, t.createdAt]);
+            const { rows: created } = await client.query<TaskRow>(SQL.insert_task, insertRow(t));
+            out = { kind: 'created', task: rowToTask(created[0]) };
+          }
         }
       }
       return out;
@@ -417,6 +423,24 @@ export class PostgresTaskStore implements TaskStore {
       [silentSince],
     );
     return rows.map((r) => r.id);
+  }
+
+  async deleteFinished(before: number, limit: number): Promise<number> {
+    // The counters' trigger takes each row out of its current count.
+    const rows = await this.q<{ id: string }>(
+      'delete finished tasks',
+      `WITH victims AS (
+         SELECT id FROM tasks
+          WHERE status IN ('completed', 'failed', 'cancelled') AND created_at < $1 AND updated_at < $1
+            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.task_id = tasks.id AND d.state = 'pending')
+          LIMIT $2 FOR UPDATE SKIP LOCKED
+       ), events AS (DELETE FROM task_events WHERE task_id IN (SELECT id FROM victims)),
+       files AS (DELETE FROM artifacts WHERE task_id IN (SELECT id FROM victims)),
+       hooks AS (DELETE FROM webhook_deliveries WHERE task_id IN (SELECT id FROM victims))
+       DELETE FROM tasks WHERE id IN (SELECT id FROM victims) RETURNING id`,
+      [before, limit],
+    );
+    return rows.length;
   }
 
   async listWorkers(): Promise<WorkerRecord[]> {

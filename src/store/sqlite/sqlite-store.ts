@@ -455,6 +455,10 @@ export class SqliteTaskStore implements TaskStore {
     return this.write({ op: 'forgetWorkers', silentSince });
   }
 
+  deleteFinished(before: number, limit: number): Promise<number> {
+    return this.write({ op: 'deleteFinished', before, limit });
+  }
+
   listWorkers(): Promise<WorkerRecord[]> {
     return this.read('list workers', () => (this.db.prepare('SELECT * FROM workers ORDER BY id').all() as WorkerRow[]).map(rowToWorker));
   }

@@ -57,6 +57,7 @@ export type WriteOp =
   | { op: 'touchWorker'; id: string; now: number }
   | { op: 'removeWorker'; id: string }
   | { op: 'forgetWorkers'; silentSince: number }
+  | { op: 'deleteFinished'; before: number; limit: number }
   | { op: 'putArtifact'; taskId: string; name: string; contentType: string; data: Uint8Array; now: number }
   | { op: 'probe' };
 
@@ -453,6 +454,20 @@ export class SqliteWriter {
             )
             .all(w.silentSince) as Array<{ id: string }>
         ).map((r) => r.id);
+      case 'deleteFinished': {
+        const victims = this.db
+          .prepare(
+            `SELECT id FROM tasks
+              WHERE status IN ('completed', 'failed', 'cancelled') AND created_at < ? AND updated_at < ?
+                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.task_id = tasks.id AND d.state = 'pending')
+              LIMIT ?`,
+          )
+          .all(w.before, w.before, w.limit) as Array<{ id: string }>;
+        const gone = ['task_events', 'artifacts', 'webhook_deliveries', 'tasks'].map((t) => this.db.prepare(`DELETE FROM ${t} ${t === 'tasks' ? 'WHERE id = ?' : 'WHERE task_id = ?'}`));
+        // The counts' delete trigger takes each row out of its current count.
+        for (const v of victims) for (const del of gone) del.run(v.id);
+        return victims.length;
+      }
       case 'putArtifact': {
         const data = Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength);
         this.db
