@@ -1,5 +1,6 @@
 /** Lease lifecycle with the real worker runtime, queue and SQLite store: expiry, fencing, cancel, retries, timeouts. */
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EngineError, RetryableEngineError, type Engine } from '../src/core/engine.js';
 import { LocalEventBus } from '../src/core/events.js';
@@ -463,10 +464,18 @@ describe('lease wakeups: when a worker counts as drained', () => {
 });
 
 describe('retention of finished tasks', () => {
-  it('the reaper deletes finished tasks past the retention, at most once a minute; unfinished ones stay', async () => {
+  it('the reaper deletes finished tasks and idempotency keys past their time, at most once a minute; unfinished tasks stay', async () => {
     const dir = tempDir();
     const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db'), synchronous: 'NORMAL' });
-    const queue = new TaskQueue(store, new LocalEventBus(), { defaultMaxAttempts: 3, defaultTimeoutMs: 60_000, leaseMs: 5_000, taskRetentionMs: 200 });
+    const queue = new TaskQueue(store, new LocalEventBus(), { defaultMaxAttempts: 3, defaultTimeoutMs: 60_000, leaseMs: 5_000, taskRetentionMs: 200, idempotencyTtlMs: 200 });
+    const keys = () => {
+      const db = new Database(join(dir.path, 'tasks.db'), { readonly: true });
+      try {
+        return (db.prepare('SELECT key FROM idempotency_keys ORDER BY key').pluck().all() as string[]);
+      } finally {
+        db.close();
+      }
+    };
     const engine = new GateEngine();
     engine.autoResult = () => ({ ok: true });
     const worker = new Worker({ transport: new InProcessTransport(queue), models: [{ ...MODEL, engine, modelOptions: {} }], concurrency: 2, heartbeatMs: 1_000 });
@@ -477,25 +486,30 @@ describe('retention of finished tasks', () => {
       await worker.start();
       const done = [await create(), await create(), await create()];
       const waiting = await create('nobody-serves-this');
+      const keyed = (await queue.create({ ...MODEL, modelName: 'nobody-serves-this', inputData: { prompt: 'k' }, parameters: {} }, { key: 'k-1', fingerprint: 'fp', ttlMs: 200 })).task.id;
+      expect(keys()).toEqual(['k-1']);
       for (const id of done) await waitFor(async () => (await store.getTask(id))!.status === 'completed', 3000, 'completed');
       // Kept while retention is off, however old.
       const keeper = new TaskQueue(store, new LocalEventBus(), { defaultMaxAttempts: 3, defaultTimeoutMs: 60_000, leaseMs: 5_000 });
-      expect(await keeper.pruneFinished(Date.now() + 86_400_000)).toBe(0);
+      expect(await keeper.prune(Date.now() + 86_400_000)).toEqual({ tasks: 0, keys: 0 });
       keeper.close();
       await new Promise((r) => setTimeout(r, 250));
       reaper.start();
       for (const id of done) await waitFor(async () => !(await exists(id)), 3000, 'deleted');
       expect(await exists(waiting)).toBe(true);
+      // The key went; its task, still pending, did not.
+      await waitFor(() => keys().length === 0, 3000, 'key deleted');
+      expect(await exists(keyed)).toBe(true);
       // The next pass is a minute away: a task finished now outlives its retention until then.
       const later = await create();
       await waitFor(async () => (await store.getTask(later))!.status === 'completed', 3000, 'completed');
       await new Promise((r) => setTimeout(r, 400));
       expect(await exists(later)).toBe(true);
-      expect(await queue.pruneFinished(Date.now() + 60_000)).toBe(1);
+      expect(await queue.prune(Date.now() + 60_000)).toEqual({ tasks: 1, keys: 0 });
       expect(await exists(later)).toBe(false);
       const completed = (await store.counts()).find((c) => c.status === 'completed' && c.modelName === MODEL.modelName)!;
       expect([completed.current, completed.total]).toEqual([0, 4]);
-      expect((await store.listTasks({ limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'asc' })).tasks.map((t) => t.id)).toEqual([waiting]);
+      expect((await store.listTasks({ limit: 50, offset: 0, sortBy: 'created_at', sortOrder: 'asc' })).tasks.map((t) => t.id)).toEqual([waiting, keyed]);
     } finally {
       await reaper.stop();
       await worker.stop(0);

@@ -219,6 +219,8 @@ export interface TaskStore {
    * Returns how many went.
    */
   deleteFinished(before: number, limit: number): Promise<number>;
+  /** Deletes up to `limit` idempotency keys created before `before` (expired: they no longer replay). */
+  deleteExpiredKeys(before: number, limit: number): Promise<number>;
   listWorkers(): Promise<WorkerRecord[]>;
   /** Every running task with its worker (bounded by the number of worker slots). */
   runningTasks(): Promise<RunningTaskRef[]>;

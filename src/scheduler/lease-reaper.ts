@@ -7,7 +7,7 @@ export interface ReaperLogger {
 
 /**
  * Periodically requeues tasks whose worker stopped heartbeating, fails hung ones, and deletes
- * finished tasks past the retention.
+ * finished tasks past the retention and idempotency keys past theirs.
  */
 export class LeaseReaper {
   private timer: NodeJS.Timeout | null = null;
@@ -30,8 +30,8 @@ export class LeaseReaper {
       .reap(this.opts.timeoutGraceMs)
       .then(async (r) => {
         if (r.requeued || r.failed) this.log?.info(r, 'reaped expired leases');
-        const deleted = await this.queue.pruneFinished();
-        if (deleted) this.log?.info({ deleted }, 'deleted finished tasks past the retention');
+        const pruned = await this.queue.prune();
+        if (pruned.tasks || pruned.keys) this.log?.info(pruned, 'deleted finished tasks past the retention and expired idempotency keys');
       })
       .catch((err) => this.log?.warn({ err }, 'lease reaper pass failed'))
       .finally(() => {

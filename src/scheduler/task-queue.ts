@@ -33,6 +33,8 @@ export interface TaskQueueOptions {
   workerRetentionMs?: number;
   /** How long a finished task is kept; 0 or unset keeps every task. */
   taskRetentionMs?: number;
+  /** How long an idempotency key replays; older keys are deleted (unset: none are). */
+  idempotencyTtlMs?: number;
 }
 
 export interface Estimate {
@@ -44,6 +46,16 @@ export interface Estimate {
 const REAP_BATCH = 500;
 /** Finished tasks deleted per store call (each its own transaction, so other writes interleave). */
 const PRUNE_BATCH = 500;
+
+/** Runs a bounded delete until it deletes less than a batch; returns the total. */
+async function inBatches(del: (limit: number) => Promise<number>): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = await del(PRUNE_BATCH);
+    total += n;
+    if (!(n >= PRUNE_BATCH)) return total;
+  }
+}
 
 const refOf = (t: TaskRecord): ModelRef => ({ taskType: t.taskType, modelName: t.modelName });
 /** Counts by task type, then model: keys built by concatenation would be flattened and hashed on every create. */
@@ -345,17 +357,18 @@ export class TaskQueue {
     return { requeued: expired.requeued, failed: expired.failed + timedOut.length };
   }
 
-  /** Deletes the finished tasks past the retention, at most once a minute; returns how many went. */
-  async pruneFinished(now = Date.now()): Promise<number> {
-    const keepMs = this.opts.taskRetentionMs ?? 0;
-    if (keepMs <= 0 || now - this.prunedAt < 60_000) return 0;
+  /**
+   * At most once a minute: deletes the finished tasks past the retention, and the idempotency
+   * keys that no longer replay. Returns how many of each went.
+   */
+  async prune(now = Date.now()): Promise<{ tasks: number; keys: number }> {
+    const out = { tasks: 0, keys: 0 };
+    if (now - this.prunedAt < 60_000) return out;
     this.prunedAt = now;
-    let total = 0;
-    for (;;) {
-      const n = await this.store.deleteFinished(now - keepMs, PRUNE_BATCH);
-      total += n;
-      if (n < PRUNE_BATCH) return total;
-    }
+    const { taskRetentionMs = 0, idempotencyTtlMs = 0 } = this.opts;
+    if (taskRetentionMs > 0) out.tasks = await inBatches((limit) => this.store.deleteFinished(now - taskRetentionMs, limit));
+    if (idempotencyTtlMs > 0) out.keys = await inBatches((limit) => this.store.deleteExpiredKeys(now - idempotencyTtlMs, limit));
+    return out;
   }
 
   private async requeueExpired(now: number): Promise<{ requeued: number; failed: number }> {

@@ -163,6 +163,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     leaseMs: config.leaseSeconds * 1000,
     workerRetentionMs: config.workerRetentionHours * 3_600_000,
     taskRetentionMs: config.taskRetentionHours * 3_600_000,
+    idempotencyTtlMs: config.idempotencyTtlSeconds * 1000,
   });
   const metrics = new Metrics();
   // base64 is 4 chars per 3 bytes; allow a data-URL prefix and line breaks on top.

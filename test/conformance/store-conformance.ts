@@ -543,6 +543,25 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
       expect((await store.getTask(retry.id))!.status).toBe('pending');
     });
 
+    it('deletes idempotency keys created before a time, in bounded batches; a live key still replays', async () => {
+      const t0 = now();
+      const old1 = newTask({ createdAt: t0 });
+      const old2 = newTask({ createdAt: t0 + 1 });
+      const live = newTask({ createdAt: t0 + 1000 });
+      await store.createTaskOnce(old1, 'old-1', 'fp', 86_400_000);
+      await store.createTaskOnce(old2, 'old-2', 'fp', 86_400_000);
+      await store.createTaskOnce(live, 'live', 'fp', 86_400_000);
+      expect(await store.deleteExpiredKeys(t0 + 500, 1)).toBe(1);
+      expect(await store.deleteExpiredKeys(t0 + 500, 10)).toBe(1);
+      expect(await store.deleteExpiredKeys(t0 + 500, 10)).toBe(0);
+      // The tasks stay; their keys no longer replay, the live one does.
+      expect(await store.getTask(old1.id)).not.toBeNull();
+      const again = newTask({ createdAt: t0 + 2000 });
+      expect((await store.createTaskOnce(again, 'old-1', 'fp', 86_400_000)).kind).toBe('created');
+      const replay = await store.createTaskOnce(newTask({ createdAt: t0 + 2000 }), 'live', 'fp', 86_400_000);
+      expect(replay.kind === 'replayed' && replay.task.id).toBe(live.id);
+    });
+
     it('queues webhook deliveries for the statuses asked for, and records attempts', async () => {
       const t = await store.createTask(newTask({ webhookUrl: 'https://hooks.example/x', webhookEvents: ['completed', 'failed'] }));
       expect((await store.getTask(t.id))).toMatchObject({ webhookUrl: 'https://hooks.example/x', webhookEvents: ['completed', 'failed'] });

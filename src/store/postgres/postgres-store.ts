@@ -425,6 +425,17 @@ export class PostgresTaskStore implements TaskStore {
     return rows.map((r) => r.id);
   }
 
+  async deleteExpiredKeys(before: number, limit: number): Promise<number> {
+    const rows = await this.q<{ key: string }>(
+      'delete expired idempotency keys',
+      `DELETE FROM idempotency_keys WHERE key IN (
+         SELECT key FROM idempotency_keys WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED
+       ) RETURNING key`,
+      [before, limit],
+    );
+    return rows.length;
+  }
+
   async deleteFinished(before: number, limit: number): Promise<number> {
     // The counters' trigger takes each row out of its current count.
     const rows = await this.q<{ id: string }>(

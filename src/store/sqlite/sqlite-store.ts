@@ -459,6 +459,10 @@ export class SqliteTaskStore implements TaskStore {
     return this.write({ op: 'deleteFinished', before, limit });
   }
 
+  deleteExpiredKeys(before: number, limit: number): Promise<number> {
+    return this.write({ op: 'deleteExpiredKeys', before, limit });
+  }
+
   listWorkers(): Promise<WorkerRecord[]> {
     return this.read('list workers', () => (this.db.prepare('SELECT * FROM workers ORDER BY id').all() as WorkerRow[]).map(rowToWorker));
   }

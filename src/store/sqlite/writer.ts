@@ -58,6 +58,7 @@ export type WriteOp =
   | { op: 'removeWorker'; id: string }
   | { op: 'forgetWorkers'; silentSince: number }
   | { op: 'deleteFinished'; before: number; limit: number }
+  | { op: 'deleteExpiredKeys'; before: number; limit: number }
   | { op: 'putArtifact'; taskId: string; name: string; contentType: string; data: Uint8Array; now: number }
   | { op: 'probe' };
 
@@ -468,6 +469,10 @@ export class SqliteWriter {
         for (const v of victims) for (const del of gone) del.run(v.id);
         return victims.length;
       }
+      case 'deleteExpiredKeys':
+        return this.db
+          .prepare('DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys WHERE created_at < ? LIMIT ?)')
+          .run(w.before, w.limit).changes;
       case 'putArtifact': {
         const data = Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength);
         this.db
