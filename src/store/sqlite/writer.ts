@@ -490,6 +490,9 @@ export class SqliteWriter {
         this.db.prepare('INSERT OR REPLACE INTO store_probe (id, at) VALUES (2, zeroblob(16384))').run();
         this.db.prepare('DELETE FROM store_probe WHERE id = 2').run();
         return undefined;
+      default:
+        // A writer thread from another build: fail loudly rather than answer nothing.
+        throw new Error(`Unknown write op ${(w as { op: string }).op}`);
     }
   }
 
