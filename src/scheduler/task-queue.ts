@@ -44,10 +44,10 @@ export interface Estimate {
 
 /** Expired leases handled per store call. */
 const REAP_BATCH = 500;
-/** Finished tasks deleted per store call (each its own transaction, so other writes interleave). */
+/** Rows deleted per store call (each its own transaction, so other writes interleave). */
 const PRUNE_BATCH = 500;
 
-/** Runs a bounded delete until it deletes less than a batch; returns the total. */
+/** Runs a bounded delete until it deletes less than a batch (or answers no number); returns the total. */
 async function inBatches(del: (limit: number) => Promise<number>): Promise<number> {
   let total = 0;
   for (;;) {
