@@ -295,7 +295,7 @@ describe('worker runtime and leases', () => {
     }
     await engine.started(3);
     beats.length = 0;
-    await new Promise((r) => setTimeout(r, 350));
+    await new Promise((r) => setTimeout(r, 600));
     for (const id of ids) engine.finish(id, {});
     for (const id of ids) await completed(id);
     const byBatch = new Map<number, string[]>();
