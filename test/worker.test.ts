@@ -8,7 +8,6 @@ import { newTaskId } from '../src/core/ids.js';
 import { LeaseReaper } from '../src/scheduler/lease-reaper.js';
 import { LeaseWakeups } from '../src/scheduler/wakeups.js';
 import { TaskQueue } from '../src/scheduler/task-queue.js';
-import { WorkerDirectory } from '../src/scheduler/worker-directory.js';
 import { SqliteTaskStore } from '../src/store/sqlite/sqlite-store.js';
 import { InProcessTransport } from '../src/worker/in-process-transport.js';
 import { Worker } from '../src/worker/worker.js';
@@ -491,7 +490,7 @@ describe('retention of finished tasks', () => {
       for (const id of done) await waitFor(async () => (await store.getTask(id))!.status === 'completed', 3000, 'completed');
       // Kept while retention is off, however old.
       const keeper = new TaskQueue(store, new LocalEventBus(), { defaultMaxAttempts: 3, defaultTimeoutMs: 60_000, leaseMs: 5_000 });
-      expect(await keeper.prune(Date.now() + 86_400_000)).toEqual({ tasks: 0, keys: 0 });
+      expect(await keeper.prune(Date.now() + 86_400_000)).toMatchObject({ tasks: 0, keys: 0 });
       keeper.close();
       await new Promise((r) => setTimeout(r, 250));
       reaper.start();
@@ -505,7 +504,7 @@ describe('retention of finished tasks', () => {
       await waitFor(async () => (await store.getTask(later))!.status === 'completed', 3000, 'completed');
       await new Promise((r) => setTimeout(r, 400));
       expect(await exists(later)).toBe(true);
-      expect(await queue.prune(Date.now() + 60_000)).toEqual({ tasks: 1, keys: 0 });
+      expect(await queue.prune(Date.now() + 60_000)).toMatchObject({ tasks: 1, keys: 0 });
       expect(await exists(later)).toBe(false);
       const completed = (await store.counts()).find((c) => c.status === 'completed' && c.modelName === MODEL.modelName)!;
       expect([completed.current, completed.total]).toEqual([0, 4]);
@@ -524,8 +523,9 @@ describe('the worker directory', () => {
   it('forgets workers silent past the retention that hold no task, once a minute at most', async () => {
     const dir = tempDir();
     const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db'), synchronous: 'NORMAL' });
+    const queue = new TaskQueue(store, new LocalEventBus(), { defaultMaxAttempts: 3, defaultTimeoutMs: 60_000, leaseMs: 1_000, workerRetentionMs: 10_000 });
+    const directory = queue.workers;
     try {
-      const directory = new WorkerDirectory(store, 1_000, 10_000);
       const t0 = Date.now();
       const m = { taskType: 'text_generation' as const, modelName: 'm' };
       for (const id of ['crashed', 'busy', 'recent']) await store.upsertWorker({ id, models: [m], concurrency: 1, hardware: {} }, t0);
@@ -535,14 +535,15 @@ describe('the worker directory', () => {
       const listed = async () => (await directory.list(t0 + 20_000)).map((w) => [w.id, w.status]);
       expect(await listed()).toEqual([['busy', 'offline'], ['crashed', 'offline'], ['recent', 'offline']]);
       // Past the retention: the silent worker with nothing leased goes; one still holding a task stays.
-      await directory.refresh(t0 + 20_000);
+      expect(await queue.prune(t0 + 20_000)).toMatchObject({ workers: 1 });
       expect(await listed()).toEqual([['busy', 'offline'], ['recent', 'offline']]);
       // Within the minute nothing is looked at again, then the next one goes.
-      await directory.refresh(t0 + 30_000);
+      expect(await queue.prune(t0 + 30_000)).toMatchObject({ workers: 0 });
       expect(await listed()).toEqual([['busy', 'offline'], ['recent', 'offline']]);
-      await directory.refresh(t0 + 81_000);
+      expect(await queue.prune(t0 + 81_000)).toMatchObject({ workers: 1 });
       expect(await listed()).toEqual([['busy', 'offline']]);
     } finally {
+      queue.close();
       await store.close();
       dir.cleanup();
     }

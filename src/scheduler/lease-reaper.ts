@@ -7,7 +7,7 @@ export interface ReaperLogger {
 
 /**
  * Periodically requeues tasks whose worker stopped heartbeating, fails hung ones, and deletes
- * finished tasks past the retention and idempotency keys past theirs.
+ * what outlived its retention (finished tasks, idempotency keys, silent workers).
  */
 export class LeaseReaper {
   private timer: NodeJS.Timeout | null = null;
@@ -31,7 +31,7 @@ export class LeaseReaper {
       .then(async (r) => {
         if (r.requeued || r.failed) this.log?.info(r, 'reaped expired leases');
         const pruned = await this.queue.prune();
-        if (pruned.tasks || pruned.keys) this.log?.info(pruned, 'deleted finished tasks past the retention and expired idempotency keys');
+        if (pruned.tasks || pruned.keys || pruned.workers) this.log?.info(pruned, 'deleted what outlived its retention');
       })
       .catch((err) => this.log?.warn({ err }, 'lease reaper pass failed'))
       .finally(() => {

@@ -90,7 +90,7 @@ export class TaskQueue {
     private readonly opts: TaskQueueOptions,
   ) {
     // A worker that has not been heard from for a lease length has lost its tasks too.
-    this.workers = new WorkerDirectory(store, opts.leaseMs, opts.workerRetentionMs);
+    this.workers = new WorkerDirectory(store, opts.leaseMs);
     this.wakeups = new LeaseWakeups(store.answersInCommitOrder);
     this.eta = new EtaEstimator((m) => this.workers.slots(m));
     // Wake waiting leases for tasks that became pending on this node or another one.
@@ -358,16 +358,19 @@ export class TaskQueue {
   }
 
   /**
-   * At most once a minute: deletes the finished tasks past the retention, and the idempotency
-   * keys that no longer replay. Returns how many of each went.
+   * At most once a minute: deletes the finished tasks past the retention, the idempotency keys
+   * that no longer replay, and the workers silent past theirs that hold no task (a crashed
+   * worker never unregisters, and a restarted one usually has a new id). Returns how many of
+   * each went.
    */
-  async prune(now = Date.now()): Promise<{ tasks: number; keys: number }> {
-    const out = { tasks: 0, keys: 0 };
+  async prune(now = Date.now()): Promise<{ tasks: number; keys: number; workers: number }> {
+    const out = { tasks: 0, keys: 0, workers: 0 };
     if (now - this.prunedAt < 60_000) return out;
     this.prunedAt = now;
-    const { taskRetentionMs = 0, idempotencyTtlMs = 0 } = this.opts;
+    const { taskRetentionMs = 0, idempotencyTtlMs = 0, workerRetentionMs = 24 * 3_600_000 } = this.opts;
     if (taskRetentionMs > 0) out.tasks = await inBatches((limit) => this.store.deleteFinished(now - taskRetentionMs, limit));
     if (idempotencyTtlMs > 0) out.keys = await inBatches((limit) => this.store.deleteExpiredKeys(now - idempotencyTtlMs, limit));
+    out.workers = (await this.store.forgetWorkers(now - workerRetentionMs)).length;
     return out;
   }
 

@@ -8,8 +8,6 @@ export interface WorkerView extends WorkerRecord {
   currentTasks: string[];
 }
 
-const FORGET_EVERY_MS = 60_000;
-
 const key = (m: ModelRef): string => `${m.taskType}\u0000${m.modelName}`;
 
 /**
@@ -20,14 +18,11 @@ export class WorkerDirectory {
   private live: WorkerRecord[] = [];
   private refreshTimer: NodeJS.Timeout | null = null;
   private readonly lastTouch = new Map<string, number>();
-  private lastForget = 0;
 
   constructor(
     private readonly store: TaskStore,
     /** A worker silent this long is offline (its leases expire at the same time). */
     private readonly offlineAfterMs: number,
-    /** An offline worker silent this long, holding no task, is removed from the list. */
-    private readonly forgetAfterMs = 24 * 3_600_000,
   ) {}
 
   start(refreshMs = 2_000): void {
@@ -45,11 +40,6 @@ export class WorkerDirectory {
   async refresh(now = Date.now()): Promise<void> {
     try {
       this.live = (await this.store.listWorkers()).filter((w) => now - w.lastSeenAt <= this.offlineAfterMs);
-      // Workers that crashed never unregister (and a restarted one usually has a new id).
-      if (now - this.lastForget >= FORGET_EVERY_MS) {
-        this.lastForget = now;
-        await this.store.forgetWorkers(now - this.forgetAfterMs);
-      }
     } catch {
       // keep the last known set; the store's outage is reported by /health
     }
