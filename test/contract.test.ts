@@ -1,10 +1,24 @@
 /** Black-box contract tests: every endpoint, field, status and error code of the API reference, over real HTTP. */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GateEngine } from './helpers/engines.js';
 import { expectErrorShape, json, post, startServer, waitFor, type TestServer } from './helpers/server.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$/;
 const TASK_ID = /^task_[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/** Writes `raw` on a new connection and reads until the server closes it. */
+function rawExchange(url: string, raw: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.end(raw));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d) => (text += d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(text));
+  });
+}
 
 const llmTask = (prompt = 'Hello world!') => ({ task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt } });
 
@@ -89,6 +103,17 @@ describe('API contract (SQLite, real listening server)', () => {
       expect(err.request_id).toBe(res.headers.get('x-request-id'));
     });
 
+    it.each([
+      ['an empty prompt', llmTask(''), 'Must not be empty or blank'],
+      ['a blank prompt', llmTask(' \t '), 'Must not be empty or blank'],
+      ['a prompt of the wrong type', { ...llmTask(), input_data: { prompt: 5 } }, 'Expected string'],
+      ['a text over its length', { task_type: 'text_to_speech', model_name: 'test-tts', input_data: { text: 'a'.repeat(10_001) } }, 'Expected string length less or equal to 10000'],
+    ])('422 says why for %s', async (_name, body, reason) => {
+      const res = await post(`${srv.url}/tasks`, body);
+      expect(res.status).toBe(422);
+      expect((await json(res)).error.details.reason).toBe(reason);
+    });
+
     it('400 MODEL_NOT_FOUND for a model outside the catalog, with the spec\'s details', async () => {
       const res = await post(`${srv.url}/tasks`, { ...llmTask(), model_name: 'microsoft/DialoGPT-medium' });
       expect(res.status).toBe(400);
@@ -148,8 +173,10 @@ describe('API contract (SQLite, real listening server)', () => {
         headers: { 'content-type': 'application/json' },
         body: '{"task_type":"text_generation","model_name":"test-llm","input_data":{"prompt":"x"},"__proto__":{"polluted":true}}',
       });
-      expect(res.status).toBeGreaterThanOrEqual(400);
-      expect(res.status).toBeLessThan(500);
+      expect(res.status).toBe(400);
+      const err = await json(res);
+      expectErrorShape(err, 'INVALID_REQUEST');
+      expect(err.error.message).toContain('__proto__');
       expect(({} as any).polluted).toBeUndefined();
     });
   });
@@ -426,6 +453,47 @@ describe('API contract (SQLite, real listening server)', () => {
       const res2 = await fetch(`${srv.url}/tasks/task_x`, { method: 'PATCH' });
       expect(res2.status).toBe(405);
       expect(res2.headers.get('allow')).toBe('DELETE, GET');
+    });
+
+    it('404 ROUTE_NOT_FOUND for a known path with a trailing slash (not a 405 naming the method used)', async () => {
+      for (const path of ['/health/', '/metrics/', '/tasks/task_x/']) {
+        const res = await fetch(`${srv.url}${path}`);
+        expect(res.status, path).toBe(404);
+        expectErrorShape(await json(res), 'ROUTE_NOT_FOUND');
+      }
+    });
+
+    it('answers paths the router refuses in the error format, with the request id', async () => {
+      const bad = await fetch(`${srv.url}/tasks/%ZZ`);
+      expect(bad.status).toBe(400);
+      const body = await json(bad);
+      expectErrorShape(body, 'INVALID_REQUEST');
+      expect(body.request_id).toBe(bad.headers.get('x-request-id'));
+      // Up to the router's limit a long id reaches the route and its schema; beyond it, 400.
+      const long = await fetch(`${srv.url}/tasks/${'a'.repeat(300)}`);
+      expect(long.status).toBe(422);
+      expectErrorShape(await json(long), 'VALIDATION_ERROR');
+      const longer = await fetch(`${srv.url}/tasks/${'a'.repeat(1100)}`);
+      expect(longer.status).toBe(400);
+      const longerBody = await json(longer);
+      expectErrorShape(longerBody, 'INVALID_REQUEST');
+      expect(longerBody.request_id).toBe(longer.headers.get('x-request-id'));
+    });
+
+    it.each([
+      ['a request line that is not HTTP', 'GARBAGE\r\n\r\n', 400, 'INVALID_REQUEST'],
+      ['a header line without a colon', 'GET /health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n', 400, 'INVALID_REQUEST'],
+      ['headers over the size limit', `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+    ])('answers %s in the error format and closes the connection', async (_name, raw, status, code) => {
+      const text = await rawExchange(srv.url, raw);
+      const [head, body] = text.split('\r\n\r\n');
+      expect(head.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      expect(head).toMatch(/\r\nConnection: close/i);
+      const parsed = JSON.parse(body);
+      expectErrorShape(parsed, code);
+      expect(head).toContain(`X-Request-Id: ${parsed.request_id}`);
+      // The server is still up.
+      expect((await fetch(`${srv.url}/health`)).status).toBe(200);
     });
 
     it('sends X-Request-Id on every response and echoes a valid incoming one', async () => {

@@ -1,6 +1,7 @@
 /** Per-task-type rules for `input_data` and `parameters`. Unknown keys are refused, not dropped. */
 import { Type, type TObject } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+import { ValueErrorType } from '@sinclair/typebox/errors';
 import { AppError } from './errors.js';
 import type { TaskType } from './task.js';
 
@@ -137,7 +138,11 @@ function check(checker: TypeCheck<TObject>, value: unknown, root: string): void 
   if (!first) throw new AppError('VALIDATION_ERROR', `Invalid ${root}`, { details: { field: root } });
   const path = first.path.replace(/^\//, '').replace(/\//g, '.');
   let field = path ? `${root}.${path}` : root;
-  let reason = first.schema && (first.schema as { pattern?: string }).pattern === '\\S' ? 'Must not be empty or blank' : first.message;
+  // A non-blank field's pattern and minimum length mean "not blank"; its type and maximum length speak for themselves.
+  const blank =
+    (first.type === ValueErrorType.StringPattern || first.type === ValueErrorType.StringMinLength) &&
+    (first.schema as { pattern?: string }).pattern === '\\S';
+  let reason = blank ? 'Must not be empty or blank' : first.message;
   // An unknown key reports its parent; name the key itself so the caller can fix it.
   if (first.schema && (first.schema as TObject).additionalProperties === false && typeof first.value === 'object') {
     const known = Object.keys((first.schema as TObject).properties ?? {});

@@ -26,7 +26,7 @@ import { InProcessTransport } from '../worker/in-process-transport.js';
 import { Worker, type ServedModel } from '../worker/worker.js';
 import { closeEngines, createEngines } from '../engines/index.js';
 import { WebhookDispatcher } from '../webhooks/dispatcher.js';
-import { installErrorHandling } from './error-handling.js';
+import { clientError, frameworkError, installErrorHandling, MAX_PARAM_LENGTH } from './error-handling.js';
 import { taskToJson } from './serialize.js';
 import { Metrics } from './metrics.js';
 import { requestLogger } from './request-log.js';
@@ -181,6 +181,11 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       return typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : newRequestId();
     },
     forceCloseConnections: 'idle',
+    // Longer path parameters reach their route and its schema (422); past this, 400.
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // What fails before routing or in Node's HTTP parser is answered in the API's error format too.
+    frameworkErrors: frameworkError,
+    clientErrorHandler: clientError,
     // Requests that arrive while closing are served (or get our 503) in the API's error format.
     return503OnClosing: false,
   }).withTypeProvider<TypeBoxTypeProvider>();
