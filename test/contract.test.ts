@@ -64,6 +64,8 @@ describe('API contract (SQLite, real listening server)', () => {
       const cases = [
         { task_type: 'text_to_speech', model_name: 'test-tts', input_data: { text: 'Hi there' }, parameters: { voice: 'en', speed: 1.2 } },
         { task_type: 'image_to_text', model_name: 'test-ocr', input_data: { image: 'data:image/png;base64,iVBORw0KGgo=' } },
+        // Line breaks inside the base64, as some encoders write it.
+        { task_type: 'image_to_text', model_name: 'test-ocr', input_data: { image: '/9j/\n4AAQ\r\nSkZJRgABAQ==' } },
         { task_type: 'image_generation', model_name: 'test-sd', input_data: { prompt: 'a cat' }, parameters: { width: 512, height: 512, steps: 20 } },
       ];
       for (const c of cases) {
@@ -108,6 +110,8 @@ describe('API contract (SQLite, real listening server)', () => {
       ['a blank prompt', llmTask(' \t '), 'Must not be empty or blank'],
       ['a prompt of the wrong type', { ...llmTask(), input_data: { prompt: 5 } }, 'Expected string'],
       ['a text over its length', { task_type: 'text_to_speech', model_name: 'test-tts', input_data: { text: 'a'.repeat(10_001) } }, 'Expected string length less or equal to 10000'],
+      ['base64 that is not an image', { task_type: 'image_to_text', model_name: 'test-ocr', input_data: { image: Buffer.from('hello world').toString('base64') } }, 'Not a PNG, JPEG, GIF, BMP, WebP or TIFF image'],
+      ['a data URL that is not an image', { task_type: 'image_to_text', model_name: 'test-ocr', input_data: { image: `data:image/png;base64,${Buffer.from('%PDF-1.7 not an image at all').toString('base64')}` } }, 'Not a PNG, JPEG, GIF, BMP, WebP or TIFF image'],
     ])('422 says why for %s', async (_name, body, reason) => {
       const res = await post(`${srv.url}/tasks`, body);
       expect(res.status).toBe(422);

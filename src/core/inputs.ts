@@ -2,6 +2,7 @@
 import { Type, type TObject } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { ValueErrorType } from '@sinclair/typebox/errors';
+import { sniffImage } from '../engines/media.js';
 import { AppError } from './errors.js';
 import type { TaskType } from './task.js';
 
@@ -129,7 +130,19 @@ export class InputValidator {
     const rules = this.compiled[taskType];
     check(rules.input, inputData, 'input_data');
     check(rules.parameters, parameters ?? {}, 'parameters');
+    if (taskType === 'image_to_text' && !looksLikeImage((inputData as { image: string }).image)) {
+      const reason = 'Not a PNG, JPEG, GIF, BMP, WebP or TIFF image';
+      throw new AppError('VALIDATION_ERROR', `Invalid input_data.image: ${reason}`, { details: { field: 'input_data.image', reason } });
+    }
   }
+}
+
+/** Whether the first bytes of a base64 image (or data URL) are an image format's; the rest is the engine's to decode. */
+function looksLikeImage(value: string): boolean {
+  const start = value.startsWith('data:') ? value.indexOf(',') + 1 : 0;
+  // 36 base64 characters are the 27 bytes the longest signature check needs; whitespace may come between them.
+  const head = value.slice(start, start + 256).replace(/\s+/g, '').slice(0, 36);
+  return sniffImage(Buffer.from(head.slice(0, head.length - (head.length % 4)), 'base64')) !== null;
 }
 
 function check(checker: TypeCheck<TObject>, value: unknown, root: string): void {
