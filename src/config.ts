@@ -242,11 +242,14 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
   },
 };
 
+/** Read by the client commands (`submit`, `get`, …), not by the server: known, so not refused here. */
+const CLIENT_SETTINGS = new Set(['TASK_MANAGER_URL']);
+
 /** Builds the config from the environment, then `overrides` (CLI flags, by setting name). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, string | undefined> = {}): Config {
   const config = defaultConfig();
   for (const name of Object.keys(env)) {
-    if (name.startsWith('TASK_MANAGER_') && !(name in SETTINGS)) {
+    if (name.startsWith('TASK_MANAGER_') && !(name in SETTINGS) && !CLIENT_SETTINGS.has(name)) {
       throw new ConfigError(`Unknown setting ${name}; known: ${Object.keys(SETTINGS).filter((k) => k.startsWith('TASK_MANAGER_')).join(', ')}`);
     }
   }

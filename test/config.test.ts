@@ -15,6 +15,10 @@ describe('configuration', () => {
     expect(loadConfig({ TASK_MANAGER_TASK_RETENTION_HOURS: '48' }).taskRetentionHours).toBe(48);
   });
 
+  it("leaves the client commands' TASK_MANAGER_URL alone: exported for `submit`, it does not stop `serve`", () => {
+    expect(loadConfig({ TASK_MANAGER_URL: 'http://gpu-box:8002' }).port).toBe(8002);
+  });
+
   it('reads environment variables, then overrides on top', () => {
     const c = loadConfig({ PORT: '9000', HOST: '0.0.0.0', DATABASE_URL: 'sqlite:/tmp/x.db', TASK_MANAGER_RATE_LIMIT_BURST: '5' }, { PORT: '9100' });
     expect(c).toMatchObject({ port: 9100, host: '0.0.0.0', databaseUrl: 'sqlite:/tmp/x.db' });
@@ -61,5 +65,15 @@ describe('configuration', () => {
     const r2 = spawnSync(process.execPath, ['dist/cli/main.js', 'serve'], { encoding: 'utf8', env: { ...process.env, TASK_MANAGER_WORKERS: '3' } });
     expect(r2.status).toBe(2);
     expect(r2.stderr).toContain('Unknown setting TASK_MANAGER_WORKERS');
+  });
+
+  it('a server that cannot reach its database exits 1 saying why', () => {
+    const r = spawnSync(process.execPath, ['dist/cli/main.js', 'serve'], {
+      encoding: 'utf8',
+      env: { ...process.env, DATABASE_URL: 'postgres://postgres@127.0.0.1:1/test', PORT: '0' },
+      timeout: 30_000,
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('Task store unavailable: cannot migrate: connect ECONNREFUSED 127.0.0.1:1');
   });
 });

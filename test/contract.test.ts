@@ -224,11 +224,14 @@ describe('API contract (SQLite, real listening server)', () => {
     });
 
     it('404 TASK_NOT_FOUND for unknown and malformed ids', async () => {
-      for (const id of ['task_123e4567-e89b-12d3-a456-426614174000', 'nope', '%20']) {
+      for (const id of ['task_123e4567-e89b-12d3-a456-426614174000', 'nope', '%20', '']) {
         const res = await fetch(`${srv.url}/tasks/${id}`);
         expect(res.status, id).toBe(404);
         expectErrorShape(await json(res), 'TASK_NOT_FOUND');
       }
+      const cancel = await fetch(`${srv.url}/tasks/`, { method: 'DELETE' });
+      expect(cancel.status).toBe(404);
+      expectErrorShape(await json(cancel), 'TASK_NOT_FOUND');
     });
   });
 
@@ -459,7 +462,7 @@ describe('API contract (SQLite, real listening server)', () => {
     });
 
     it('404 ROUTE_NOT_FOUND for a known path with a trailing slash (not a 405 naming the method used)', async () => {
-      for (const path of ['/health/', '/metrics/', '/tasks/task_x/']) {
+      for (const path of ['/health/', '/metrics/', '/tasks/task_x/', '/tasks/task_x/x']) {
         const res = await fetch(`${srv.url}${path}`);
         expect(res.status, path).toBe(404);
         expectErrorShape(await json(res), 'ROUTE_NOT_FOUND');

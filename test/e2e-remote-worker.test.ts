@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseWav } from '../src/engines/espeak.js';
 import { startA1111Standin, type A1111Standin } from './helpers/a1111-standin.js';
@@ -14,6 +15,9 @@ import { renderTextPng } from './helpers/png-text.js';
 import { HttpTransport } from '../src/worker/http-transport.js';
 import { spawnServer, type ServerProcess } from './helpers/process.js';
 import { json, post, tempDir, waitFor } from './helpers/server.js';
+
+/** Absolute: a relative model_path would be resolved against the catalog's own (temporary) directory. */
+const TINY_LLAMA = fileURLToPath(new URL('../models/tiny-llama.gguf', import.meta.url));
 
 const TOKEN = 'e2e-worker-token-0123456789';
 
@@ -37,7 +41,7 @@ function startWorker(serverUrl: string, catalog: string, id: string, models: str
 /** A server whose catalog has only tiny-llama, for remote workers only. */
 async function llamaServer(dir: string, env: Record<string, string> = {}): Promise<{ server: ServerProcess; catalog: string }> {
   const catalog = join(dir, 'models.json');
-  writeFileSync(catalog, JSON.stringify({ models: [{ name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'models/tiny-llama.gguf' } }] }));
+  writeFileSync(catalog, JSON.stringify({ models: [{ name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: TINY_LLAMA } }] }));
   const server = await spawnServer({
     DATABASE_URL: `sqlite:${join(dir, 'tasks.db')}`,
     TASK_MANAGER_MODELS: catalog,
@@ -89,7 +93,7 @@ describe('server and remote workers over HTTP', () => {
       catalog,
       JSON.stringify({
         models: [
-          { name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'models/tiny-llama.gguf' } },
+          { name: 'tiny-llama', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: TINY_LLAMA } },
           { name: 'espeak-ng', task_type: 'text_to_speech', engine: 'espeak', options: { voice: 'en' } },
           { name: 'tesseract-eng', task_type: 'image_to_text', engine: 'tesseract', options: { language: 'eng' } },
           { name: 'sd-standin', task_type: 'image_generation', engine: 'a1111', options: { base_url: sd.url } },

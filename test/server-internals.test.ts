@@ -1,4 +1,8 @@
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { newTaskId, uuidv7 } from '../src/core/ids.js';
@@ -7,6 +11,7 @@ import { startServer } from './helpers/server.js';
 import { Metrics } from '../src/server/metrics.js';
 import { requestLogger } from '../src/server/request-log.js';
 import { createdJson } from '../src/server/serialize.js';
+import { loadCatalog } from '../src/server/app.js';
 import { newTaskRecord, type TaskRecord } from '../src/core/task.js';
 
 describe('isoTime', () => {
@@ -209,4 +214,29 @@ describe('HTTP latency metrics through a listening server', () => {
       }
     });
   }
+});
+
+describe('loadCatalog', () => {
+  it("resolves a relative model_path against the catalog file's directory, not the working directory", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'catalog-'));
+    const file = join(dir, 'models.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        models: [
+          { name: 'a', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: 'weights/a.gguf' } },
+          { name: 'b', task_type: 'text_generation', engine: 'llama-cpp', options: { model_path: '/srv/b.gguf' } },
+          { name: 'c', task_type: 'text_generation', engine: 'llama-cpp', options: { model_uri: 'hf:org/repo/c.gguf' } },
+        ],
+      }),
+    );
+    const catalog = loadCatalog(file);
+    expect(catalog.get('a')!.options.model_path).toBe(join(dir, 'weights/a.gguf'));
+    expect(catalog.get('b')!.options.model_path).toBe('/srv/b.gguf');
+    expect(catalog.get('c')!.options).toEqual({ model_uri: 'hf:org/repo/c.gguf' });
+    // The shipped catalog finds the shipped model from anywhere.
+    const shipped = loadCatalog(fileURLToPath(new URL('../config/models.json', import.meta.url))).get('tiny-llama')!.options.model_path as string;
+    expect(shipped).toBe(fileURLToPath(new URL('../models/tiny-llama.gguf', import.meta.url)));
+    expect(existsSync(shipped)).toBe(true);
+  });
 });

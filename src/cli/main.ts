@@ -514,6 +514,17 @@ program.parseAsync().catch((err) => {
     const body = { error: { code: err.code, message: err.message, details: err.details }, status: err.status, request_id: err.requestId };
     fail(err.code, err.message, err.status >= 400 && err.status < 500 ? 2 : 1, err.details, body);
   }
-  process.stderr.write(`task-manager: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`task-manager: ${withCauses(err)}\n`);
   process.exit(1);
 });
+
+/** "Task store unavailable: cannot migrate: connect ECONNREFUSED 127.0.0.1:5999": the message and what caused it. */
+function withCauses(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const x = e as { message?: unknown; code?: unknown };
+    const text = typeof x.message === 'string' && x.message ? x.message : typeof x.code === 'string' ? x.code : e instanceof Error ? e.name : String(e);
+    if (!parts.some((p) => p.includes(text))) parts.push(text);
+  }
+  return parts.join(': ');
+}

@@ -141,7 +141,8 @@ export const ListTasksResponse = Type.Object({
 });
 
 export const TaskIdParams = Type.Object({
-  task_id: Type.String({ minLength: 1, maxLength: 200, description: 'Unique task identifier' }),
+  // No minimum: an empty id (`/tasks/`) is a task that does not exist, like any malformed one.
+  task_id: Type.String({ maxLength: 200, description: 'Unique task identifier' }),
 });
 export type TaskIdParams = Static<typeof TaskIdParams>;
 

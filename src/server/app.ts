@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -148,7 +149,13 @@ export function loadCatalog(path: string): ModelCatalog {
   } catch (err) {
     throw new Error(`Model catalog ${path} is not valid JSON: ${(err as Error).message}`);
   }
-  return ModelCatalog.parse(doc, path);
+  const catalog = ModelCatalog.parse(doc, path);
+  // A relative model file is the catalog's neighbour, wherever the server was started from.
+  for (const entry of catalog.entries()) {
+    const file = entry.options.model_path;
+    if (typeof file === 'string' && file.trim() !== '' && !isAbsolute(file)) entry.options.model_path = resolve(dirname(resolve(path)), file);
+  }
+  return catalog;
 }
 
 /** Builds the whole service from a config object. `listen` is the caller's business. */
