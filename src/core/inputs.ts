@@ -2,7 +2,7 @@
 import { Type, type TObject } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { ValueErrorType } from '@sinclair/typebox/errors';
-import { sniffImage } from '../engines/media.js';
+import { sniffImage } from './media.js';
 import { AppError } from './errors.js';
 import type { TaskType } from './task.js';
 

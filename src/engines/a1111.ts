@@ -5,7 +5,7 @@
  */
 import { EngineError, type Engine, type EngineArtifact, type EngineContext, type EngineResult, type EngineTask } from '../core/engine.js';
 import type { TaskType } from '../core/task.js';
-import { sniffWebImage } from './media.js';
+import { sniffWebImage } from '../core/media.js';
 import { badResponse, checkStatus, decodeBase64, parseBaseUrl, readJson, remoteCall } from './openai.js';
 
 export interface A1111EngineOptions {

@@ -15,7 +15,7 @@ import {
   type EngineResult,
   type EngineTask,
 } from '../core/engine.js';
-import { sniffWebImage } from './media.js';
+import { sniffWebImage } from '../core/media.js';
 import { TASK_TYPES, type TaskType } from '../core/task.js';
 
 export interface OpenAiEngineOptions {

@@ -17,7 +17,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import Tesseract from 'tesseract.js';
 import { EngineError, RetryableEngineError, type Engine, type EngineContext, type EngineResult, type EngineTask } from '../core/engine.js';
-import { sniffImage } from './media.js';
+import { sniffImage } from '../core/media.js';
 import type { TaskType } from '../core/task.js';
 
 export interface TesseractEngineOptions {

@@ -1,7 +1,7 @@
 /** The tesseract engine with the installed tesseract.js and @tesseract.js-data/eng (no network). */
 import { afterAll, describe, expect, it } from 'vitest';
 import { EngineError, type EngineContext, type EngineTask } from '../../src/core/engine.js';
-import { sniffImage } from '../../src/engines/media.js';
+import { sniffImage } from '../../src/core/media.js';
 import { TesseractEngine, decodeImage } from '../../src/engines/tesseract.js';
 import { renderTextPng } from '../helpers/png-text.js';
 
