@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { EngineError, RetryableEngineError, type Engine } from '../core/engine.js';
+import { EngineError, RetryableEngineError, type Engine, type EngineContext } from '../core/engine.js';
 import type { LeasedTask } from '../core/store.js';
 import type { ModelRef, TaskError } from '../core/task.js';
 import type { WorkerTransport } from './transport.js';
@@ -69,6 +69,23 @@ class StopSignal {
     this.reason = reason;
     this.controller?.abort(reason);
     return true;
+  }
+}
+
+/**
+ * What a running engine reports through. A class, so that the lazy `signal` getter lives on
+ * the prototype: an object literal with a getter is built by a runtime call on every task.
+ * The report functions are own properties, so an engine may destructure them.
+ */
+class RunContext implements EngineContext {
+  constructor(
+    private readonly stop: StopSignal,
+    readonly reportProgress: (progress: number) => void,
+    readonly reportOutput: (text: string) => void,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.stop.signal;
   }
 }
 
@@ -315,17 +332,15 @@ export class Worker {
           parameters: task.parameters,
           modelOptions: served.modelOptions,
         },
-        {
-          get signal() {
-            return stop.signal;
-          },
-          reportProgress: (p) => {
+        new RunContext(
+          stop,
+          (p) => {
             if (!Number.isFinite(p)) return;
             entry.progress = Math.min(1, Math.max(0, p));
             this.streamOf(entry).progress(entry.progress);
           },
-          reportOutput: (text) => this.streamOf(entry).text(String(text)),
-        },
+          (text) => this.streamOf(entry).text(String(text)),
+        ),
       );
       this.freeSlot(entry);
       if (stop.reason) {
