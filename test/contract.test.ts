@@ -502,6 +502,29 @@ describe('API contract (SQLite, real listening server)', () => {
       expect((await fetch(`${srv.url}/health`)).status).toBe(200);
     });
 
+    it('never writes a parser error into a response already under way on the connection', async () => {
+      const created = await json(await post(`${srv.url}/tasks`, { ...llmTask(), model_name: 'unserved-llm' }));
+      const { hostname, port } = new URL(srv.url);
+      // An event stream has sent its headers and stays open; then the client sends garbage on the same connection.
+      const text = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), hostname, () => socket.write(`GET /tasks/${created.task_id}/events HTTP/1.1\r\nHost: x\r\n\r\n`));
+        let got = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (d) => {
+          got += d;
+          if (got.includes('\r\n\r\n') && !got.includes('GARBAGE-SENT')) {
+            got += 'GARBAGE-SENT';
+            socket.write('GARBAGE\r\n\r\n');
+          }
+        });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(got));
+      });
+      expect(text.startsWith('HTTP/1.1 200')).toBe(true);
+      expect(text).toContain('GARBAGE-SENT');
+      expect(text).not.toContain('HTTP/1.1 400');
+    });
+
     it('sends X-Request-Id on every response and echoes a valid incoming one', async () => {
       const own = await fetch(`${srv.url}/health`, { headers: { 'x-request-id': 'trace-abc.123' } });
       expect(own.headers.get('x-request-id')).toBe('trace-abc.123');

@@ -106,7 +106,9 @@ function parserError(code: string | undefined): { status: number; code: ErrorCod
  */
 export function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
-  if (socket.writable) {
+  // As Node's own handler: never write into a response already on its way on this socket.
+  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (socket.writable && !inFlight?.headersSent) {
     const { status, code, message } = parserError(err.code);
     const requestId = newRequestId();
     const body = JSON.stringify(errorBody(requestId, code, message, err.code ? { reason: err.code } : {}));
