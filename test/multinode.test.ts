@@ -2,7 +2,12 @@
 import { createServer, Socket, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import pg from 'pg';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newTaskId } from '../src/core/ids.js';
+import { newTaskRecord } from '../src/core/task.js';
+import { MAX_PAYLOAD, PgEventBus, wirePayload } from '../src/store/postgres/pg-event-bus.js';
+import { poolConfig, PostgresTaskStore } from '../src/store/postgres/postgres-store.js';
 import { GateEngine } from './helpers/engines.js';
 import { dropSchema, PG_URL, uniqueSchema } from './helpers/pg.js';
 import { spawnServer, spawnServerOnPort, freePort, type ServerProcess } from './helpers/process.js';
@@ -112,6 +117,33 @@ describe('cross-node events', () => {
     expect(res.status).toBe(200);
     await waitFor(() => run.abortedAt, 2_000, 'abort on B');
     expect(engine.aborted.find((x) => x.taskId === t.task_id)?.reason).toBe('cancelled');
+  });
+
+  it("streamed output too big for one NOTIFY reaches another node's subscribers whole and in order, before the final status", async () => {
+    const t = await json(await post(`${a.url}/tasks`, { task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'stream' } }));
+    const run = await waitFor(() => engine.runs.find((r) => r.task.id === t.task_id), 5_000, 'run on B');
+    const ws = new WebSocket(`${a.url.replace('http', 'ws')}/ws/tasks`);
+    const messages: any[] = [];
+    ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    ws.send(JSON.stringify({ action: 'subscribe', task_id: t.task_id }));
+    await waitFor(() => messages.find((m) => m.type === 'snapshot'), 5_000, 'snapshot on A');
+    // About 60 KB in one reporting interval: one output event on B, far over NOTIFY's 8,000 bytes.
+    const chunks = Array.from({ length: 600 }, (_, i) => `${String(i).padStart(4, '0')}:${'x'.repeat(95)}|`);
+    for (const c of chunks) run.ctx.reportOutput!(c);
+    // A small event in the same turn, which used to share the failing NOTIFY statement.
+    run.ctx.reportProgress(0.5);
+    await new Promise((r) => setTimeout(r, 300));
+    // More output, then the end: the completion must not overtake the output.
+    for (const c of chunks.slice(0, 100)) run.ctx.reportOutput!(`again ${c}`);
+    engine.finish(t.task_id, { generated_text: 'done' });
+    await waitFor(() => messages.find((m) => m.type === 'task.update' && m.event === 'completed'), 10_000, 'completed on A');
+    ws.close();
+    const texts = messages.filter((m) => m.type === 'task.output').flatMap((m) => m.events.map((e: any) => e.text ?? ''));
+    const done = messages.findIndex((m) => m.type === 'task.update' && m.event === 'completed');
+    const lastOutput = messages.map((m) => m.type).lastIndexOf('task.output');
+    expect(texts.join('')).toBe(chunks.join('') + chunks.slice(0, 100).map((c) => `again ${c}`).join(''));
+    expect(lastOutput).toBeLessThan(done);
   });
 
   it('rate limits are shared: requests to either node count against one quota', async () => {
@@ -266,5 +298,54 @@ describe("each node's in-process worker on PostgreSQL", () => {
     // A run cut short by the kill records nothing: each task ran to its end once.
     const { rows: execs } = await db.query('SELECT task_id, count(*)::int AS n FROM test_executions GROUP BY task_id ORDER BY task_id');
     expect(execs).toEqual([...ids].sort().map((id) => ({ task_id: id, n: 1 })));
+  });
+});
+
+describe('the PostgreSQL event bus', () => {
+  it('hands on events it must read back from the store in the order they were sent, and keeps every NOTIFY under the size limit', async () => {
+    const schema = uniqueSchema('tmbus');
+    const store = await PostgresTaskStore.open({ url: PG_URL, schema });
+    const channel = `tm_bus_${schema}`.toLowerCase();
+    const opts = { pool: store.pool, clientConfig: poolConfig({ url: PG_URL, schema }), channel, hydrate: (id: string) => store.getTask(id) };
+    const sender = new PgEventBus({ ...opts, loadLog: (id, after, limit) => store.listEvents(id, after, limit) });
+    // The receiving node reads slowly, as a busy database would.
+    const receiver = new PgEventBus({
+      ...opts,
+      loadLog: async (id, after, limit) => {
+        await new Promise((r) => setTimeout(r, 300));
+        return store.listEvents(id, after, limit);
+      },
+    });
+    try {
+      await sender.whenListening();
+      await receiver.whenListening();
+      const got: string[] = [];
+      receiver.subscribe((e) => got.push(e.type));
+      const task = newTaskRecord({
+        id: newTaskId(),
+        taskType: 'text_generation',
+        modelName: 'm',
+        inputData: { prompt: 'p'.repeat(20_000) },
+        parameters: {},
+        priority: 0,
+        maxAttempts: 1,
+        timeoutMs: 60_000,
+        createdAt: Date.now(),
+      });
+      const log = Array.from({ length: 50 }, (_, i) => ({ id: i + 1, taskId: task.id, type: 'output' as const, status: null, progress: null, text: 'y'.repeat(400), at: Date.now() }));
+      const events = [
+        { type: 'output' as const, task, at: Date.now(), log },
+        { type: 'completed' as const, task: { ...task, inputData: {} }, at: Date.now() },
+      ];
+      for (const e of events) expect(Buffer.byteLength(wirePayload(sender.nodeId, e))).toBeLessThanOrEqual(MAX_PAYLOAD);
+      for (const e of events) sender.publish(e);
+      await waitFor(() => got.length >= 2, 5_000, 'both events on the other bus');
+      expect(got).toEqual(['output', 'completed']);
+    } finally {
+      await sender.close();
+      await receiver.close();
+      await store.close();
+      await dropSchema(schema);
+    }
   });
 });

@@ -118,6 +118,7 @@ export async function openBackend(config: Config): Promise<Backend> {
     clientConfig: poolConfig(opts),
     channel: `task_manager_events_${config.pgSchema}`.toLowerCase(),
     hydrate: (id) => store.getTask(id),
+    loadLog: (id, afterId, limit) => store.listEvents(id, afterId, limit),
   });
   await bus.whenListening();
   return { store, bus, rateLimitStore: new PgRateLimitStore(store.pool) };
@@ -233,6 +234,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   }
 
   app.decorate('services', { config, queue, catalog, inputValidator, metrics, worker });
+  // Other nodes miss what a failed NOTIFY carried: say so.
+  if (bus instanceof PgEventBus && !bus.onError) bus.onError = (err) => app.log.warn({ err }, 'task events could not be sent to or read for other nodes');
 
   const routes: Array<{ method: string; url: string }> = [];
   app.addHook('onRoute', (r) => {

@@ -2,13 +2,23 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { EventBus, TaskEvent } from '../../core/events.js';
+import type { TaskLogEvent } from '../../core/store.js';
 import type { TaskRecord } from '../../core/task.js';
 
-const MAX_PAYLOAD = 7900; // NOTIFY payloads must stay under 8000 bytes
+/** NOTIFY payloads must stay under 8000 bytes; one over it fails the whole statement. */
+export const MAX_PAYLOAD = 7900;
 
 interface Wire {
   o: string; // origin node
-  e: Omit<TaskEvent, 'task'> & { task: TaskRecord; partial?: true };
+  e: Omit<TaskEvent, 'task'> & {
+    task: TaskRecord;
+    /** The task came without its inputs and result: read it back. */
+    partial?: true;
+    /** The output entries came as their id range (after `logAfter`, up to `logLast`, `logCount` of them): read them back. */
+    logAfter?: number;
+    logLast?: number;
+    logCount?: number;
+  };
 }
 
 export interface PgEventBusOptions {
@@ -17,15 +27,23 @@ export interface PgEventBusOptions {
   channel: string;
   /** Loads the full task when an event arrived without its inputs and result (too big for NOTIFY). */
   hydrate: (id: string) => Promise<TaskRecord | null>;
+  /** Loads streamed output that was too big for NOTIFY (it is in the task's log before it is announced). */
+  loadLog: (taskId: string, afterId: number, limit: number) => Promise<TaskLogEvent[]>;
   onError?: (err: unknown) => void;
 }
 
 /**
  * Task events for every node: delivered locally at once, and to other nodes through
- * LISTEN/NOTIFY. Events of one turn of the event loop go out in one NOTIFY statement.
+ * LISTEN/NOTIFY. Events of one turn of the event loop go out in one NOTIFY statement. What
+ * does not fit a NOTIFY goes as a reference (the task's id, the ids of its log entries) and
+ * is read back from the store by the nodes that receive it, in the order sent.
  */
 export class PgEventBus implements EventBus {
   readonly nodeId = randomBytes(6).toString('hex');
+  /** Where lost notifications are reported; settable once a logger exists. */
+  onError: ((err: unknown) => void) | null;
+  /** Received events are handed on in order, even when one must be read back first. */
+  private delivered: Promise<void> = Promise.resolve();
   private readonly emitter = new EventEmitter();
   private outbox: string[] = [];
   private flushScheduled = false;
@@ -35,6 +53,7 @@ export class PgEventBus implements EventBus {
   private ready: Promise<void>;
 
   constructor(private readonly opts: PgEventBusOptions) {
+    this.onError = opts.onError ?? null;
     this.emitter.setMaxListeners(0);
     this.ready = this.listen();
   }
@@ -49,7 +68,7 @@ export class PgEventBus implements EventBus {
     const client = new pg.Client(this.opts.clientConfig);
     client.on('notification', (msg) => this.receive(msg.payload ?? ''));
     client.on('error', (err) => {
-      this.opts.onError?.(err);
+      this.onError?.(err);
       this.scheduleReconnect(client);
     });
     client.on('end', () => this.scheduleReconnect(client));
@@ -58,7 +77,7 @@ export class PgEventBus implements EventBus {
       await client.query(`LISTEN ${this.opts.channel}`);
       this.listener = client;
     } catch (err) {
-      this.opts.onError?.(err);
+      this.onError?.(err);
       this.scheduleReconnect(client);
     }
   }
@@ -82,26 +101,44 @@ export class PgEventBus implements EventBus {
       return;
     }
     if (wire.o === this.nodeId) return;
-    const { partial, ...event } = wire.e;
-    if (!partial) {
-      this.emitter.emit('event', event);
+    const { partial, logAfter, logLast, logCount, ...event } = wire.e;
+    if (!partial && logAfter === undefined) {
+      this.delivered = this.delivered.then(() => {
+        this.emitter.emit('event', event);
+      });
       return;
     }
-    this.opts.hydrate(event.task.id).then(
-      (task) => this.emitter.emit('event', { ...event, task: task ?? event.task }),
-      () => this.emitter.emit('event', event),
+    const id = event.task.id;
+    const full = Promise.all([
+      partial ? this.opts.hydrate(id).then((t) => t ?? event.task) : event.task,
+      logAfter !== undefined ? this.readLog(id, logAfter, logLast ?? Infinity, logCount ?? 0) : event.log,
+    ]).then(
+      ([task, log]): TaskEvent => (log === undefined ? { ...event, task } : { ...event, task, log }),
+      (err) => {
+        this.onError?.(err);
+        return logAfter === undefined ? (event as TaskEvent) : null;
+      },
     );
+    this.delivered = this.delivered.then(async () => {
+      const e = await full;
+      if (e) this.emitter.emit('event', e);
+    });
+  }
+
+  /**
+   * The output entries of one announcement. On PostgreSQL a task's log ids come from one
+   * sequence, so a status entry written meanwhile may fall inside the range: only output
+   * and progress up to the last id are taken.
+   */
+  private async readLog(taskId: string, after: number, last: number, count: number): Promise<TaskLogEvent[]> {
+    const rows = await this.opts.loadLog(taskId, after, count + 64);
+    return rows.filter((e) => e.id <= last && e.type !== 'status').slice(0, count);
   }
 
   publish(event: TaskEvent): void {
     this.emitter.emit('event', event);
     if (this.closed) return;
-    let payload = JSON.stringify({ o: this.nodeId, e: event } satisfies Wire);
-    if (Buffer.byteLength(payload) > MAX_PAYLOAD) {
-      const slim = { ...event.task, inputData: {}, parameters: {}, result: null };
-      payload = JSON.stringify({ o: this.nodeId, e: { ...event, task: slim, partial: true } } satisfies Wire);
-    }
-    this.outbox.push(payload);
+    this.outbox.push(wirePayload(this.nodeId, event));
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -116,7 +153,7 @@ export class PgEventBus implements EventBus {
     // Lost notifications cost latency only: waiting leases also re-check when their wait ends.
     this.opts.pool
       .query('SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p', [this.opts.channel, batch])
-      .catch((err) => this.opts.onError?.(err));
+      .catch((err) => this.onError?.(err));
   }
 
   subscribe(listener: (event: TaskEvent) => void): () => void {
@@ -132,4 +169,21 @@ export class PgEventBus implements EventBus {
     await this.listener?.end().catch(() => {});
     this.listener = null;
   }
+}
+
+/**
+ * The NOTIFY text for an event, under MAX_PAYLOAD: whole when it fits; else without the
+ * task's inputs and result, and with streamed output as the ids of its log entries; else
+ * (a task too large even so) as its id alone.
+ */
+export function wirePayload(origin: string, event: TaskEvent): string {
+  const whole = JSON.stringify({ o: origin, e: event } satisfies Wire);
+  if (Buffer.byteLength(whole) <= MAX_PAYLOAD) return whole;
+  const { log, ...rest } = event;
+  const ref = log?.length ? { logAfter: log[0].id - 1, logLast: log[log.length - 1].id, logCount: log.length } : {};
+  const slim = { ...event.task, inputData: {}, parameters: {}, result: null };
+  const smaller = JSON.stringify({ o: origin, e: { ...rest, ...(log && !log.length ? { log } : {}), task: slim, partial: true, ...ref } } satisfies Wire);
+  if (Buffer.byteLength(smaller) <= MAX_PAYLOAD) return smaller;
+  const bare = { id: event.task.id } as TaskRecord;
+  return JSON.stringify({ o: origin, e: { type: event.type, at: event.at, task: bare, partial: true, ...ref } } satisfies Wire);
 }
