@@ -42,8 +42,12 @@ export class PgEventBus implements EventBus {
   readonly nodeId = randomBytes(6).toString('hex');
   /** Where lost notifications are reported; settable once a logger exists. */
   onError: ((err: unknown) => void) | null;
-  /** Received events are handed on in order, even when one must be read back first. */
+  /**
+   * Received events are handed on in order: while one is being read back, those after it
+   * wait in this chain; otherwise they go at once.
+   */
   private delivered: Promise<void> = Promise.resolve();
+  private readingBack = 0;
   private readonly emitter = new EventEmitter();
   private outbox: string[] = [];
   private flushScheduled = false;
@@ -103,9 +107,11 @@ export class PgEventBus implements EventBus {
     if (wire.o === this.nodeId) return;
     const { partial, logAfter, logLast, logCount, ...event } = wire.e;
     if (!partial && logAfter === undefined) {
-      this.delivered = this.delivered.then(() => {
-        this.emitter.emit('event', event);
-      });
+      if (this.readingBack === 0) this.emitter.emit('event', event);
+      else
+        this.delivered = this.delivered.then(() => {
+          this.emitter.emit('event', event);
+        });
       return;
     }
     const id = event.task.id;
@@ -119,8 +125,10 @@ export class PgEventBus implements EventBus {
         return logAfter === undefined ? (event as TaskEvent) : null;
       },
     );
+    this.readingBack++;
     this.delivered = this.delivered.then(async () => {
       const e = await full;
+      this.readingBack--;
       if (e) this.emitter.emit('event', e);
     });
   }
