@@ -13,6 +13,8 @@ import { parseWav } from '../src/engines/espeak.js';
 import { startA1111Standin, type A1111Standin } from './helpers/a1111-standin.js';
 import { renderTextPng } from './helpers/png-text.js';
 import { HttpTransport } from '../src/worker/http-transport.js';
+import { Worker } from '../src/worker/worker.js';
+import { GateEngine } from './helpers/engines.js';
 import { spawnServer, type ServerProcess } from './helpers/process.js';
 import { json, post, tempDir, waitFor } from './helpers/server.js';
 
@@ -443,6 +445,71 @@ describe('completions of several tasks in one request', () => {
       expect(await served(url, '/workers/:worker_id/tasks/:task_id/complete')).toBe(4);
       for (const l of [...more, ...last]) expect((await json(await fetch(`${url}/tasks/${l.task.id}`))).status).toBe('completed');
       await single.unregister();
+    });
+  });
+});
+
+describe('leases scoped to the engines that have room', () => {
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  const SLOW = { taskType: 'text_generation' as const, modelName: 'slow' };
+  const FAST = { taskType: 'text_to_speech' as const, modelName: 'fast' };
+  const createOf = async (url: string, m: typeof SLOW | typeof FAST) =>
+    (await json(await post(`${url}/tasks`, { task_type: m.taskType, model_name: m.modelName, input_data: m === SLOW ? { prompt: 'p' } : { text: 't' } }))).task_id as string;
+
+  it('a lease naming some of the worker\'s models leases only those; a model it did not register is 422', async () => {
+    await withRemoteServer(async (url) => {
+      const models = [SLOW, FAST].map((m) => ({ task_type: m.taskType, model_name: m.modelName }));
+      expect((await post(`${url}/workers/register`, { worker_id: 'raw', models, concurrency: 4 }, auth)).status).toBe(200);
+      const slow = [await createOf(url, SLOW), await createOf(url, SLOW)];
+      const fast = [await createOf(url, FAST), await createOf(url, FAST)];
+      const leased = await json(await post(`${url}/workers/raw/lease`, { max_tasks: 4, wait_seconds: 0, models: [models[1]] }, auth));
+      expect(leased.tasks.map((t: any) => t.task_id)).toEqual(fast);
+      const bad = await post(`${url}/workers/raw/lease`, { max_tasks: 4, wait_seconds: 0, models: [models[1], { task_type: 'text_generation', model_name: 'other' }] }, auth);
+      expect(bad.status).toBe(422);
+      expect((await json(bad)).error).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'models[1]' } });
+      for (const id of slow) expect((await json(await fetch(`${url}/tasks/${id}`))).status).toBe('pending');
+    });
+  });
+
+  it('the worker runtime over HTTP leases for an engine only what it can start, and the rest of its slots for its other models', async () => {
+    await withRemoteServer(async (url) => {
+      // A registration that makes both models known to the server.
+      await post(`${url}/workers/register`, { worker_id: 'announcer', models: [SLOW, FAST].map((m) => ({ task_type: m.taskType, model_name: m.modelName })), concurrency: 1 }, auth);
+      const slowIds = [await createOf(url, SLOW), await createOf(url, SLOW)];
+      const fastIds = [await createOf(url, FAST), await createOf(url, FAST), await createOf(url, FAST)];
+      const slow = new GateEngine();
+      slow.capacity = 1;
+      const fast = new GateEngine();
+      const worker = new Worker({
+        id: 'scoped',
+        transport: new HttpTransport({ serverUrl: url, token: TOKEN }),
+        models: [
+          { ...SLOW, engine: slow, modelOptions: {} },
+          { ...FAST, engine: fast, modelOptions: {} },
+        ],
+        concurrency: 3,
+        heartbeatMs: 1_000,
+        leaseWaitMs: 1_000,
+      });
+      await worker.start();
+      try {
+        await slow.started(1);
+        await fast.started(2);
+        await new Promise((r) => setTimeout(r, 300));
+        const status = async (id: string) => (await json(await fetch(`${url}/tasks/${id}`))).status;
+        expect(slow.runs.map((r) => r.task.id)).toEqual([slowIds[0]]);
+        expect(fast.runs.map((r) => r.task.id)).toEqual(fastIds.slice(0, 2));
+        expect(await Promise.all([...slowIds, ...fastIds].map(status))).toEqual(['running', 'pending', 'running', 'running', 'pending']);
+        fast.finish(fastIds[0], {});
+        await fast.started(3);
+        expect(fast.runs[2].task.id).toBe(fastIds[2]);
+        expect(slow.runs).toHaveLength(1);
+        slow.finish(slowIds[0], {});
+        await slow.started(2);
+        expect(slow.runs[1].task.id).toBe(slowIds[1]);
+      } finally {
+        await worker.stop(0);
+      }
     });
   });
 });

@@ -234,6 +234,96 @@ describe('worker runtime and leases', () => {
     await engine.started(4);
   });
 
+  const statuses = async (ids: string[]) => Promise.all(ids.map(async (id) => (await statusOf(id)).status));
+
+  it('leases no more tasks than its engine has room for: the rest stay pending, for any worker (lease and handoff paths)', async () => {
+    const engine = new GateEngine();
+    engine.capacity = 1;
+    // Queued before the worker starts: taken by leases.
+    const queued = [(await create()).id, (await create()).id, (await create()).id];
+    await startWorker(engine, { concurrency: 3 });
+    await engine.started(1);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(engine.runs.map((r) => r.task.id)).toEqual([queued[0]]);
+    expect(await statuses(queued)).toEqual(['running', 'pending', 'pending']);
+    // Another worker with room takes what this one left.
+    const other = new GateEngine();
+    await startWorker(other, { concurrency: 2 });
+    await other.started(2);
+    expect(other.runs.map((r) => r.task.id).sort()).toEqual(queued.slice(1).sort());
+    // The capped worker takes the next task once its engine is free again.
+    engine.finish(queued[0], {});
+    await completed(queued[0]);
+    const later = (await create()).id;
+    await engine.started(2);
+    expect(engine.runs[1].task.id).toBe(later);
+    for (const id of queued.slice(1)) other.finish(id, {});
+  });
+
+  it('a worker whose engine is full is handed no new task at create; it leases it once the engine is free', async () => {
+    const engine = new GateEngine();
+    engine.capacity = 2;
+    await startWorker(engine, { concurrency: 4 });
+    // Let the first (empty) lease mark the worker drained, so creates hand tasks straight to it.
+    await new Promise((r) => setTimeout(r, 100));
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await create()).id);
+    await engine.started(2);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(engine.runs.map((r) => r.task.id)).toEqual(ids.slice(0, 2));
+    expect(await statuses(ids)).toEqual(['running', 'running', 'pending', 'pending']);
+    engine.finish(ids[1], {});
+    await engine.started(3);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(engine.runs.map((r) => r.task.id)).toEqual(ids.slice(0, 3));
+    expect(await statuses(ids)).toEqual(['running', 'completed', 'running', 'pending']);
+    engine.finish(ids[0], {});
+    engine.finish(ids[2], {});
+    await engine.started(4);
+    expect(engine.runs[3].task.id).toBe(ids[3]);
+    engine.finish(ids[3], {});
+    for (const id of ids) await completed(id);
+  });
+
+  it('with one engine full, it goes on leasing for its other models up to its concurrency', async () => {
+    const slow = new GateEngine();
+    slow.capacity = 1;
+    const fast = new GateEngine();
+    const SPEECH = { taskType: 'text_to_speech' as const, modelName: 'voice' };
+    const a = [(await create()).id, (await create()).id];
+    const b = [];
+    for (let i = 0; i < 3; i++) b.push((await queue.create({ ...SPEECH, inputData: { text: 'hi' }, parameters: {} })).task.id);
+    const w = new Worker({
+      transport: new InProcessTransport(queue),
+      models: [
+        { ...MODEL, engine: slow, modelOptions: {} },
+        { ...SPEECH, engine: fast, modelOptions: {} },
+      ],
+      concurrency: 3,
+      heartbeatMs: 100,
+      leaseWaitMs: 5_000,
+    });
+    workers.push(w);
+    await w.start();
+    await slow.started(1);
+    await fast.started(2);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(slow.runs.map((r) => r.task.id)).toEqual([a[0]]);
+    expect(fast.runs.map((r) => r.task.id)).toEqual(b.slice(0, 2));
+    expect(await statuses([...a, ...b])).toEqual(['running', 'pending', 'running', 'running', 'pending']);
+    // A slot freed on the fast engine goes to the fast model's next task, not to the full engine.
+    fast.finish(b[0], {});
+    await fast.started(3);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(slow.runs).toHaveLength(1);
+    expect(await statuses([...a, ...b])).toEqual(['running', 'pending', 'completed', 'running', 'running']);
+    slow.finish(a[0], {});
+    await slow.started(2);
+    expect(slow.runs[1].task.id).toBe(a[1]);
+    slow.finish(a[1], {});
+    for (const id of b.slice(1)) fast.finish(id, {});
+  });
+
   it('progress reported by the engine is stored with heartbeats', async () => {
     const engine = new GateEngine();
     await startWorker(engine, { heartbeatMs: 50 });
@@ -431,12 +521,12 @@ describe('lease wakeups: when a worker counts as drained', () => {
     const w = new LeaseWakeups(true);
     w.attach('w1', [MODEL], delivery(2));
     expect(w.claim(MODEL)).toBeNull();
-    w.leaseAsked('w1');
-    w.leaseAnswered('w1', 2, 2);
-    expect(w.drained('w1')).toBe(false);
-    w.leaseAsked('w1');
-    w.leaseAnswered('w1', 2, 1);
-    expect(w.drained('w1')).toBe(true);
+    w.leaseAsked('w1', [MODEL]);
+    w.leaseAnswered('w1', [MODEL], 2, 2);
+    expect(w.drained('w1', [MODEL])).toBe(false);
+    w.leaseAsked('w1', [MODEL]);
+    w.leaseAnswered('w1', [MODEL], 2, 1);
+    expect(w.drained('w1', [MODEL])).toBe(true);
     expect(w.claim({ taskType: 'text_to_speech', modelName: 'm' })).toBeNull();
     const one = w.claim(MODEL)!;
     const two = w.claim(MODEL)!;
@@ -446,18 +536,33 @@ describe('lease wakeups: when a worker counts as drained', () => {
     two.abandoned();
     expect(w.claim(MODEL)).not.toBeNull();
     w.notify(MODEL);
-    expect(w.drained('w1')).toBe(false);
+    expect(w.drained('w1', [MODEL])).toBe(false);
     expect(w.claim(MODEL)).toBeNull();
+  });
+
+  it('a lease for some of a worker\'s models (its other engine full) drains only those', () => {
+    const OTHER = { taskType: 'text_to_speech' as const, modelName: 'v' };
+    const w = new LeaseWakeups(true);
+    w.attach('w1', [MODEL, OTHER], delivery(2));
+    w.leaseAsked('w1', [OTHER]);
+    w.leaseAnswered('w1', [OTHER], 2, 0);
+    expect(w.drained('w1', [OTHER])).toBe(true);
+    expect(w.drained('w1', [MODEL, OTHER])).toBe(false);
+    // MODEL may still have older pending tasks: its creates go to the store.
+    expect(w.claim(MODEL)).toBeNull();
+    expect(w.claim(OTHER)).not.toBeNull();
+    w.notify(OTHER);
+    expect(w.claim(OTHER)).toBeNull();
   });
 
   it('a task announced while a lease was answered counts as seen only where the store answers in commit order', () => {
     for (const ordered of [true, false]) {
       const w = new LeaseWakeups(ordered);
       w.attach('w1', [MODEL], delivery(1));
-      w.leaseAsked('w1');
+      w.leaseAsked('w1', [MODEL]);
       w.notify(MODEL);
-      w.leaseAnswered('w1', 1, 0);
-      expect(w.drained('w1')).toBe(ordered);
+      w.leaseAnswered('w1', [MODEL], 1, 0);
+      expect(w.drained('w1', [MODEL])).toBe(ordered);
     }
   });
 });

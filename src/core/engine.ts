@@ -36,6 +36,13 @@ export interface EngineResult {
 export interface Engine {
   readonly name: string;
   readonly taskTypes: readonly TaskType[];
+  /**
+   * How many runs the engine works on at once, across all its models; runs beyond it wait
+   * inside the engine. A worker leases no more tasks for an engine than it has room for, so a
+   * task shows as running only once it can start and another worker can take the rest.
+   * Unset: no limit of the engine's own (the worker's concurrency applies).
+   */
+  readonly capacity?: number;
   run(task: EngineTask, ctx: EngineContext): Promise<EngineResult>;
   close?(): Promise<void>;
 }

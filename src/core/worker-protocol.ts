@@ -53,6 +53,13 @@ export const LeaseBody = Type.Object(
     max_tasks: Type.Integer({ minimum: 0, maximum: 256, description: '0 waits only for cancellations of running tasks' }),
     wait_seconds: Type.Optional(Type.Number({ minimum: 0, maximum: 300 })),
     running: Type.Optional(Type.Array(Type.String({ maxLength: 200 }), { maxItems: 1024, description: 'Tasks the worker is running now' })),
+    models: Type.Optional(
+      Type.Array(ModelRefSchema, {
+        minItems: 1,
+        maxItems: 256,
+        description: 'Lease only for these of the registered models (those whose engines have room now); default all',
+      }),
+    ),
   },
   { additionalProperties: false },
 );

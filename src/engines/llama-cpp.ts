@@ -8,6 +8,7 @@
  * - Every task gets a fresh context + sequence and a `LlamaCompletion` (plain completion,
  *   no chat template), disposed afterwards. Generations are serialised engine-wide
  *   (`maxConcurrent`, default 1): on CPU two generations only fight over the same cores.
+ *   It is the engine's `capacity`, so a worker leases no more than that at once.
  * - An abort (cancel, timeout, shutdown) rejects at once; the generation loop, which checks
  *   the signal between tokens, unwinds in the background before the next run starts.
  */
@@ -58,6 +59,7 @@ export class LlamaCppEngine implements Engine {
   private readonly gpu: LlamaGpuOption;
   private readonly maxLoadedModels: number;
   private readonly maxConcurrent: number;
+  readonly capacity: number;
   private readonly modelsDir: string;
   private readonly downloadStallTimeoutMs: number;
 
@@ -79,6 +81,7 @@ export class LlamaCppEngine implements Engine {
     this.gpu = opts.gpu ?? false;
     this.maxLoadedModels = Math.max(1, Math.floor(opts.maxLoadedModels ?? 1));
     this.maxConcurrent = Math.max(1, Math.floor(opts.maxConcurrent ?? 1));
+    this.capacity = this.maxConcurrent;
     this.modelsDir = resolvePath(opts.modelsDir ?? 'models');
     this.downloadStallTimeoutMs = Math.max(1, opts.downloadStallTimeoutMs ?? 60_000);
   }

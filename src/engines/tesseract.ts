@@ -59,6 +59,8 @@ export class TesseractEngine implements Engine {
   readonly name = 'tesseract';
   readonly taskTypes: readonly TaskType[] = ['image_to_text'];
   private readonly maxWorkers: number;
+  /** The worker leases at most this many OCR tasks at once, whatever their languages. */
+  readonly capacity: number;
   private readonly timeoutMs: number;
   private readonly langPath: string | undefined;
   private readonly pools = new Map<string, Pool>();
@@ -68,6 +70,7 @@ export class TesseractEngine implements Engine {
 
   constructor(opts: TesseractEngineOptions = {}) {
     this.maxWorkers = Math.max(1, Math.floor(opts.workers ?? 1));
+    this.capacity = this.maxWorkers;
     this.timeoutMs = opts.timeoutMs ?? 120_000;
     this.langPath = opts.langPath;
   }

@@ -262,9 +262,9 @@ export class TaskQueue {
   }
 
   async lease(workerId: string, models: ModelRef[], limit: number): Promise<LeasedTask[]> {
-    this.wakeups.leaseAsked(workerId);
+    this.wakeups.leaseAsked(workerId, models);
     const leased = await this.store.leaseTasks({ workerId, models, limit, leaseMs: this.opts.leaseMs, now: Date.now() });
-    this.wakeups.leaseAnswered(workerId, limit, leased.length);
+    this.wakeups.leaseAnswered(workerId, models, limit, leased.length);
     for (const l of leased) this.publish('leased', l.task);
     return leased;
   }
@@ -276,7 +276,7 @@ export class TaskQueue {
       // Register before looking, so a task created in between still wakes us.
       const waiter = this.wakeups.wait(models, deadline - Date.now(), signal);
       // Known empty: no need to ask until a wakeup says the store has some again.
-      if (!this.wakeups.drained(workerId)) {
+      if (!this.wakeups.drained(workerId, models)) {
         let leased: LeasedTask[];
         try {
           leased = await this.lease(workerId, models, limit);

@@ -3,12 +3,12 @@ import type { ModelRef } from '../core/task.js';
 
 /** A worker in this process that takes tasks straight from creates. */
 export interface DirectDelivery {
-  /** Holds a slot for a create about to lease to this worker; false when none is free. */
-  reserve(): boolean;
+  /** Holds a slot for a create of this model about to lease to this worker; false when none is free. */
+  reserve(model: ModelRef): boolean;
   /** The create committed: the task, leased to this worker, takes the slot. */
   deliver(leased: LeasedTask): void;
   /** The create failed: the slot is free again. */
-  unreserve(): void;
+  unreserve(model: ModelRef): void;
 }
 
 interface Waiter {
@@ -20,8 +20,12 @@ interface Direct {
   workerId: string;
   models: Set<string>;
   delivery: DirectDelivery;
-  /** The worker's last lease got fewer tasks than it asked for, and nothing matching has become pending since. */
-  drained: boolean;
+  /**
+   * Models for which the worker's last lease got fewer tasks than it asked for, and for
+   * which nothing has become pending since. A worker whose engine is busy leases for its
+   * other models only, so this is kept per model.
+   */
+  drained: Set<string>;
   /** A matching task became pending while a lease was being answered, perhaps too late for it to see. */
   dirty: boolean;
 }
@@ -39,10 +43,10 @@ const key = (m: ModelRef): string => `${m.taskType}\u0000${m.modelName}`;
  * Long-polling leases wait here and are woken when a matching task becomes pending.
  *
  * A worker in this process can also be handed new tasks: once its lease found the queue
- * empty for its models, a create inserts the task already leased to it (one transaction
- * instead of two, and no lease round trip). Nothing older is skipped: every task that becomes
- * pending otherwise (a create it had no slot for, a requeue, another node's create) clears
- * the drained mark, and the worker asks the store again.
+ * empty for a model, a create of that model inserts the task already leased to it (one
+ * transaction instead of two, and no lease round trip). Nothing older is skipped: every task
+ * that becomes pending otherwise (a create it had no slot for, a requeue, another node's
+ * create) clears the model's drained mark, and the worker asks the store again.
  */
 export class LeaseWakeups {
   private readonly waiters = new Set<Waiter>();
@@ -79,7 +83,7 @@ export class LeaseWakeups {
     const k = key(model);
     for (const d of this.direct.values()) {
       // In an ordered store, a task announced before the lease's answer was seen by it.
-      if (d.models.has(k)) (d.drained = false), (d.dirty = !this.ordered);
+      if (d.models.has(k)) d.drained.delete(k), (d.dirty = !this.ordered);
     }
     for (const w of this.waiters) {
       if (w.models.has(k)) {
@@ -91,7 +95,7 @@ export class LeaseWakeups {
 
   /** Lets creates hand tasks to this worker while it is drained; returns the undo. */
   attach(workerId: string, models: ModelRef[], delivery: DirectDelivery): () => void {
-    const d: Direct = { workerId, models: new Set(models.map(key)), delivery, drained: false, dirty: false };
+    const d: Direct = { workerId, models: new Set(models.map(key)), delivery, drained: new Set(), dirty: false };
     this.direct.set(workerId, d);
     return () => {
       if (this.direct.get(workerId) === d) this.direct.delete(workerId);
@@ -102,26 +106,32 @@ export class LeaseWakeups {
     return this.direct.has(workerId);
   }
 
-  /** True when the store is known to hold nothing this worker could lease. */
-  drained(workerId: string): boolean {
-    return this.direct.get(workerId)?.drained ?? false;
+  /** True when the store is known to hold nothing of these models that this worker could lease. */
+  drained(workerId: string, models: ModelRef[]): boolean {
+    const d = this.direct.get(workerId);
+    return d !== undefined && models.length > 0 && models.every((m) => d.drained.has(key(m)));
   }
 
   /** Makes the worker ask the store before it takes another handoff. */
   recheck(workerId: string): void {
-    const d = this.direct.get(workerId);
-    if (d) d.drained = false;
+    this.direct.get(workerId)?.drained.clear();
   }
 
-  /** Call before a lease query; pass its answer to `leaseAnswered`. */
-  leaseAsked(workerId: string): void {
+  /** Call before a lease query for these models; pass its answer to `leaseAnswered`. */
+  leaseAsked(workerId: string, models: ModelRef[]): void {
     const d = this.direct.get(workerId);
-    if (d) (d.drained = false), (d.dirty = false);
+    if (!d) return;
+    for (const m of models) d.drained.delete(key(m));
+    d.dirty = false;
   }
 
-  leaseAnswered(workerId: string, asked: number, got: number): void {
+  leaseAnswered(workerId: string, models: ModelRef[], asked: number, got: number): void {
     const d = this.direct.get(workerId);
-    if (d && got < asked && !d.dirty) d.drained = true;
+    if (!d || got >= asked || d.dirty) return;
+    for (const m of models) {
+      const k = key(m);
+      if (d.models.has(k)) d.drained.add(k);
+    }
   }
 
   /** Holds a slot of a drained worker serving this model, if one has a slot free. */
@@ -129,9 +139,9 @@ export class LeaseWakeups {
     if (this.direct.size === 0) return null;
     const k = key(model);
     for (const d of this.direct.values()) {
-      if (!d.drained || !d.models.has(k) || !d.delivery.reserve()) continue;
+      if (!d.drained.has(k) || !d.delivery.reserve(model)) continue;
       const delivery = d.delivery;
-      return { workerId: d.workerId, delivered: (leased) => delivery.deliver(leased), abandoned: () => delivery.unreserve() };
+      return { workerId: d.workerId, delivered: (leased) => delivery.deliver(leased), abandoned: () => delivery.unreserve(model) };
     }
     return null;
   }

@@ -76,6 +76,8 @@ export class HttpTransport implements WorkerTransport {
   });
   /** Cleared when the server predates POST /workers/{id}/complete: one request per task then. */
   private completeMany = true;
+  /** False once the server refuses a lease scoped to some of the worker's models. */
+  private scopedLeases = true;
   /** The server's lease length, learnt at registration: how long a report is worth retrying. */
   private leaseMs = 30_000;
 
@@ -193,13 +195,21 @@ export class HttpTransport implements WorkerTransport {
     this.agent.destroy();
   }
 
-  async lease(_models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal): Promise<LeasedTask[]> {
-    const body = { max_tasks: limit, wait_seconds: waitMs / 1000, running: [...this.held] };
+  async lease(models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal): Promise<LeasedTask[]> {
+    const body: Record<string, unknown> = { max_tasks: limit, wait_seconds: waitMs / 1000, running: [...this.held] };
+    // Some of the worker's engines are full: ask only for the others' models.
+    const scoped = this.scopedLeases && limit > 0 && this.info !== null && models.length < this.info.models.length;
+    if (scoped) body.models = models.map((m) => ({ task_type: m.taskType, model_name: m.modelName }));
     let res: { tasks: WireTask[]; cancelled: string[] };
     try {
       res = await this.call('POST', `/workers/${encodeURIComponent(this.workerId)}/lease`, body, { signal, waitMs });
     } catch (err) {
       if (signal.aborted) return [];
+      if (scoped && err instanceof HttpError && err.status < 500 && String(err.details.field ?? '').startsWith('models')) {
+        // A server from before scoped leases: lease for every model, as it did.
+        this.scopedLeases = false;
+        return [];
+      }
       if (err instanceof HttpError && err.code === 'WORKER_NOT_FOUND' && this.info) {
         // The server forgot us (offline too long, or unregistered): announce ourselves again.
         await this.register(this.info);

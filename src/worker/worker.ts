@@ -44,6 +44,8 @@ interface Running {
   stream: OutputStream | null;
   /** Holds one of the worker's slots until its engine has returned (reporting needs none). */
   slot: boolean;
+  /** The engine it runs on, when the worker counts engine room (`capped`). */
+  engine: Engine | undefined;
 }
 
 /**
@@ -167,12 +169,19 @@ export class Worker {
   private readonly handingBack = new Set<Promise<void>>();
   /** One timer heartbeats every running task: their beats share a request (HTTP) or a commit. */
   private beatTimer: NodeJS.Timeout | null = null;
+  /** Runs started or reserved on each engine that has a capacity, until the engine returns (counted when `capped`). */
+  private readonly engineUse = new Map<Engine, number>();
+  /** Some engine has room for fewer runs than the worker's concurrency: leases are scoped to engines with room. */
+  private readonly capped: boolean;
+  private readonly allModels: ModelRef[];
 
   constructor(private readonly opts: WorkerOptions) {
     this.id = opts.id ?? defaultWorkerId();
     this.transport = opts.transport;
     for (const m of opts.models) this.served.set(modelKey(m), m);
     this.log = opts.log ?? noopLog;
+    this.allModels = opts.models.map(({ taskType, modelName }) => ({ taskType, modelName }));
+    this.capped = opts.models.some((m) => m.engine.capacity !== undefined && m.engine.capacity < opts.concurrency);
   }
 
   get activeTasks(): string[] {
@@ -183,7 +192,7 @@ export class Worker {
     if (this.loop) return;
     await this.transport.register({
       workerId: this.id,
-      models: this.opts.models.map(({ taskType, modelName }) => ({ taskType, modelName })),
+      models: this.allModels,
       concurrency: this.opts.concurrency,
       hardware: this.opts.hardware,
     });
@@ -191,9 +200,12 @@ export class Worker {
     this.beatTimer = setInterval(() => this.heartbeatAll(), this.opts.heartbeatMs);
     this.beatTimer.unref();
     this.transport.acceptHandoffs?.({
-      reserve: () => {
+      reserve: (model) => {
         if (this.stopController.signal.aborted || this.free() <= 0) return false;
+        const engine = this.capped ? this.engineOf(model) : undefined;
+        if (this.room(engine) <= 0) return false;
         this.reserved++;
+        this.use(engine, 1);
         return true;
       },
       deliver: (leased) => {
@@ -201,8 +213,9 @@ export class Worker {
         this.takeHandoff(leased);
         if (this.reserved === 0) this.allDelivered?.();
       },
-      unreserve: () => {
+      unreserve: (model) => {
         this.reserved--;
+        if (this.capped) this.use(this.engineOf(model), -1);
         this.slotFreed?.();
         this.slotFreed = null;
         if (this.reserved === 0) this.allDelivered?.();
@@ -213,10 +226,9 @@ export class Worker {
 
   private async leaseLoop(): Promise<void> {
     const signal = this.stopController.signal;
-    const models = this.opts.models.map(({ taskType, modelName }) => ({ taskType, modelName }));
     let backoffMs = 100;
     while (!signal.aborted) {
-      const free = this.free();
+      const { models, limit: free } = this.leaseScope();
       if (free <= 0 && !this.transport.pollsForCancels) {
         await new Promise<void>((resolve) => (this.slotFreed = resolve));
         // Let the other tasks that finished in the same commit free their slots too, so one
@@ -224,11 +236,12 @@ export class Worker {
         await new Promise((r) => setImmediate(r));
         continue;
       }
-      // When full, the poll only listens for cancels; a freed slot ends it so we ask for work again.
+      // When full, the poll only listens for cancels; a freed slot ends it so we ask for work
+      // again. So does an engine's, when the poll leaves out that engine's models.
       const poll = new AbortController();
       const stopPoll = () => poll.abort();
       signal.addEventListener('abort', stopPoll, { once: true });
-      if (free <= 0) this.slotFreed = stopPoll;
+      if (free <= 0 || models.length < this.allModels.length) this.slotFreed = stopPoll;
       try {
         const leased = await this.transport.lease(models, Math.max(0, free), this.opts.leaseWaitMs ?? 30_000, poll.signal);
         backoffMs = 100;
@@ -253,17 +266,53 @@ export class Worker {
     return this.opts.concurrency - this.busy - this.reserved;
   }
 
+  private engineOf(m: ModelRef): Engine | undefined {
+    return this.served.get(modelKey(m))?.engine;
+  }
+
+  /** How many more runs an engine takes now (Infinity without a capacity). */
+  private room(engine: Engine | undefined): number {
+    if (engine?.capacity === undefined) return Infinity;
+    return engine.capacity - (this.engineUse.get(engine) ?? 0);
+  }
+
+  private use(engine: Engine | undefined, delta: number): void {
+    if (engine?.capacity !== undefined) this.engineUse.set(engine, (this.engineUse.get(engine) ?? 0) + delta);
+  }
+
+  /**
+   * What the next lease asks for: the models whose engines have room, and no more tasks than
+   * the fullest of those engines can start (a lease's limit spans its models).
+   */
+  private leaseScope(): { models: ModelRef[]; limit: number } {
+    const free = this.free();
+    if (!this.capped) return { models: this.allModels, limit: free };
+    const models: ModelRef[] = [];
+    let limit = free;
+    for (const m of this.opts.models) {
+      const room = this.room(m.engine);
+      if (room <= 0) continue;
+      models.push({ taskType: m.taskType, modelName: m.modelName });
+      limit = Math.min(limit, room);
+    }
+    return models.length ? { models, limit } : { models: this.allModels, limit: 0 };
+  }
+
+  /** A handed-over task: its slot and engine room were reserved for it. */
   private takeHandoff(leased: LeasedTask): void {
-    if (!this.stopController.signal.aborted) return this.runTask(leased);
+    if (!this.stopController.signal.aborted) return this.runTask(leased, true);
+    if (this.capped) this.use(this.engineOf(leased.task), -1);
     // Handed over while stopping: give it back, as a lease taken while stopping is.
     const back = this.report(() => this.transport.release(leased.task.id, leased.leaseToken)).finally(() => this.handingBack.delete(back));
     this.handingBack.add(back);
   }
 
-  private runTask(leased: LeasedTask): void {
-    const entry: Running = { leased, stop: new StopSignal(), progress: undefined, done: Promise.resolve(), stream: null, slot: true };
+  private runTask(leased: LeasedTask, reserved = false): void {
+    const engine = this.capped ? this.engineOf(leased.task) : undefined;
+    const entry: Running = { leased, stop: new StopSignal(), progress: undefined, done: Promise.resolve(), stream: null, slot: true, engine };
     this.running.set(leased.task.id, entry);
     this.busy++;
+    if (!reserved) this.use(engine, 1);
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(leased.task.id);
       this.freeSlot(entry);
@@ -298,6 +347,7 @@ export class Worker {
     if (!entry.slot) return;
     entry.slot = false;
     this.busy--;
+    this.use(entry.engine, -1);
     this.slotFreed?.();
     this.slotFreed = null;
   }

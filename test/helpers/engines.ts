@@ -26,6 +26,8 @@ export class GateEngine implements Engine {
   autoError: Error | null = null;
   /** When true, the engine ignores aborts (a hung engine). */
   ignoreAbort = false;
+  /** Runs it works on at once (Engine.capacity); unset: no limit of its own. */
+  capacity?: number;
 
   run(task: EngineTask, ctx: EngineContext): Promise<EngineResult> {
     if (this.autoError) return Promise.reject(this.autoError);

@@ -4,6 +4,7 @@ import type { FastifyRequest } from 'fastify';
 import { AppError } from '../../core/errors.js';
 import { ErrorResponse } from '../../core/schemas.js';
 import type { LeaseOutcome } from '../../core/store.js';
+import type { ModelRef, TaskType } from '../../core/task.js';
 import {
   ArtifactMetaSchema,
   ArtifactUploadParams,
@@ -31,6 +32,21 @@ import { defaultWorkerId } from '../../worker/worker.js';
 import { iso } from '../serialize.js';
 
 const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorResponse]));
+
+/** The registered models a lease asks for: each must be one of them. */
+function scopeModels(registered: ModelRef[], asked: Array<{ task_type: TaskType; model_name: string }>): ModelRef[] {
+  const out: ModelRef[] = [];
+  for (const [i, a] of asked.entries()) {
+    const m = registered.find((r) => r.taskType === a.task_type && r.modelName === a.model_name);
+    if (!m) {
+      throw new AppError('VALIDATION_ERROR', `models[${i}] (${a.task_type} ${a.model_name}) is not one of the models this worker registered`, {
+        details: { field: `models[${i}]`, reason: 'Not registered by this worker' },
+      });
+    }
+    if (!out.includes(m)) out.push(m);
+  }
+  return out;
+}
 
 function leaseResult(out: LeaseOutcome, id: string) {
   if (out.kind === 'ok') return { task_id: id, status: out.task.status };
@@ -156,6 +172,7 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const workerId = request.params.worker_id;
         const worker = await known(workerId);
         const { max_tasks: maxTasks, wait_seconds: waitSeconds, running = [] } = request.body;
+        const models = request.body.models === undefined ? worker.models : scopeModels(worker.models, request.body.models);
         const waitMs = Math.min(maxWaitMs, waitSeconds === undefined ? maxWaitMs : waitSeconds * 1000);
 
         const controller = new AbortController();
@@ -179,10 +196,10 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
           let leased: Awaited<ReturnType<typeof queue.leaseWait>> = [];
           if (cancelled.size > 0) {
             // Answer at once with the cancels, and with whatever work is ready now.
-            if (maxTasks > 0) leased = await queue.lease(workerId, worker.models, maxTasks);
+            if (maxTasks > 0) leased = await queue.lease(workerId, models, maxTasks);
           } else {
             if (maxTasks > 0) {
-              leased = await queue.leaseWait(workerId, worker.models, maxTasks, waitMs, controller.signal);
+              leased = await queue.leaseWait(workerId, models, maxTasks, waitMs, controller.signal);
             } else {
               await new Promise<void>((resolve) => {
                 const t = setTimeout(resolve, waitMs);
