@@ -456,10 +456,15 @@ describe('leases scoped to the engines that have room', () => {
   const createOf = async (url: string, m: typeof SLOW | typeof FAST) =>
     (await json(await post(`${url}/tasks`, { task_type: m.taskType, model_name: m.modelName, input_data: m === SLOW ? { prompt: 'p' } : { text: 't' } }))).task_id as string;
 
-  it('a lease naming some of the worker\'s models leases only those; a model it did not register is 422', async () => {
+  it('a lease naming some of the worker\'s models leases only those; a model it did not register is 422; a model registers its own concurrency', async () => {
     await withRemoteServer(async (url) => {
       const models = [SLOW, FAST].map((m) => ({ task_type: m.taskType, model_name: m.modelName }));
-      expect((await post(`${url}/workers/register`, { worker_id: 'raw', models, concurrency: 4 }, auth)).status).toBe(200);
+      const zero = await post(`${url}/workers/register`, { worker_id: 'raw', models: [{ ...models[0], concurrency: 0 }, models[1]], concurrency: 4 }, auth);
+      expect(zero.status).toBe(422);
+      expect((await post(`${url}/workers/register`, { worker_id: 'raw', models: [{ ...models[0], concurrency: 1 }, models[1]], concurrency: 4 }, auth)).status).toBe(200);
+      const listed = (await json(await fetch(`${url}/workers`))).workers.find((w: any) => w.worker_id === 'raw');
+      expect(listed).toMatchObject({ concurrency: 4, models: [{ ...models[0], concurrency: 1 }, models[1]] });
+      expect(Object.keys(listed.models[1])).toEqual(['task_type', 'model_name']);
       const slow = [await createOf(url, SLOW), await createOf(url, SLOW)];
       const fast = [await createOf(url, FAST), await createOf(url, FAST)];
       const leased = await json(await post(`${url}/workers/raw/lease`, { max_tasks: 4, wait_seconds: 0, models: [models[1]] }, auth));
@@ -507,6 +512,11 @@ describe('leases scoped to the engines that have room', () => {
         slow.finish(slowIds[0], {});
         await slow.started(2);
         expect(slow.runs[1].task.id).toBe(slowIds[1]);
+        const registered = (await json(await fetch(`${url}/workers`))).workers.find((w: any) => w.worker_id === 'scoped');
+        expect(registered.models).toEqual([
+          { task_type: SLOW.taskType, model_name: SLOW.modelName, concurrency: 1 },
+          { task_type: FAST.taskType, model_name: FAST.modelName },
+        ]);
       } finally {
         await worker.stop(0);
       }

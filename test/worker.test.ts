@@ -246,9 +246,12 @@ describe('worker runtime and leases', () => {
     await new Promise((r) => setTimeout(r, 150));
     expect(engine.runs.map((r) => r.task.id)).toEqual([queued[0]]);
     expect(await statuses(queued)).toEqual(['running', 'pending', 'pending']);
+    // It registered the model with its engine's capacity: estimates count one slot, not three.
+    expect(queue.workers.slots(MODEL)).toBe(1);
     // Another worker with room takes what this one left.
     const other = new GateEngine();
     await startWorker(other, { concurrency: 2 });
+    expect(queue.workers.slots(MODEL)).toBe(3);
     await other.started(2);
     expect(other.runs.map((r) => r.task.id).sort()).toEqual(queued.slice(1).sort());
     // The capped worker takes the next task once its engine is free again.

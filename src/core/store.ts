@@ -77,9 +77,15 @@ export interface FailRequest {
   now: number;
 }
 
+/** A model as a worker registers it. */
+export interface RegisteredModel extends ModelRef {
+  /** Tasks of this model the worker runs at once, where fewer than its concurrency (its engine's capacity). */
+  concurrency?: number;
+}
+
 export interface WorkerRecord {
   id: string;
-  models: ModelRef[];
+  models: RegisteredModel[];
   concurrency: number;
   hardware: Record<string, unknown>;
   registeredAt: number;

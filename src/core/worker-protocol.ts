@@ -1,6 +1,8 @@
 /** The remote worker protocol's schemas, shared by the server routes and the HTTP transport. */
 import { Type, type Static } from '@sinclair/typebox';
 import { ModelName, TaskErrorSchema, TaskTypeSchema } from './schemas.js';
+import type { RegisteredModel } from './store.js';
+import type { TaskType } from './task.js';
 
 export const WORKER_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$';
 /** Ids starting with this are in-process workers'; remote workers may not register under them. */
@@ -12,10 +14,21 @@ const LeaseToken = Type.String({ minLength: 1, maxLength: 128, description: 'Fen
 
 export const ModelRefSchema = Type.Object({ task_type: TaskTypeSchema, model_name: ModelName }, { additionalProperties: false });
 
+const RegisteredModelSchema = Type.Object(
+  {
+    task_type: TaskTypeSchema,
+    model_name: ModelName,
+    concurrency: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 1024, description: "Tasks of this model the worker runs at once, where fewer than its concurrency (its engine's capacity)" }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const RegisterWorkerBody = Type.Object(
   {
     worker_id: Type.Optional(WorkerId),
-    models: Type.Array(ModelRefSchema, { minItems: 1, maxItems: 256 }),
+    models: Type.Array(RegisteredModelSchema, { minItems: 1, maxItems: 256 }),
     concurrency: Type.Integer({ minimum: 1, maximum: 1024 }),
     hardware: Type.Optional(
       Type.Record(Type.String(), Type.Any(), { description: 'Facts such as gpu_name, gpu_memory_mb, cpu_cores' }),
@@ -169,7 +182,7 @@ export const ArtifactMetaSchema = Type.Object({
 export const WorkerViewSchema = Type.Object({
   worker_id: Type.String(),
   status: Type.Unsafe<'idle' | 'busy' | 'offline'>({ type: 'string', enum: ['idle', 'busy', 'offline'] }),
-  models: Type.Array(Type.Object({ task_type: Type.String(), model_name: Type.String() })),
+  models: Type.Array(Type.Object({ task_type: Type.String(), model_name: Type.String(), concurrency: Type.Optional(Type.Integer()) })),
   concurrency: Type.Integer(),
   current_tasks: Type.Array(Type.String()),
   hardware: Type.Record(Type.String(), Type.Any()),
@@ -189,3 +202,12 @@ export const ModelViewSchema = Type.Object({
   mean_run_seconds: Type.Record(Type.String(), Type.Number()),
 });
 export const ModelsResponse = Type.Object({ models: Type.Array(ModelViewSchema) });
+
+export type WireModel = { task_type: string; model_name: string; concurrency?: number };
+
+/** A registered model as stored and sent: snake_case, `concurrency` only where set. */
+export const modelToWire = (m: RegisteredModel): WireModel =>
+  m.concurrency === undefined ? { task_type: m.taskType, model_name: m.modelName } : { task_type: m.taskType, model_name: m.modelName, concurrency: m.concurrency };
+
+export const modelFromWire = (m: WireModel): RegisteredModel =>
+  m.concurrency === undefined ? { taskType: m.task_type as TaskType, modelName: m.model_name } : { taskType: m.task_type as TaskType, modelName: m.model_name, concurrency: m.concurrency };

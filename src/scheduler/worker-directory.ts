@@ -75,11 +75,14 @@ export class WorkerDirectory {
     return this.live.find((w) => w.id === id);
   }
 
-  /** Total concurrency of the live workers serving a model. */
+  /** How many tasks of a model the live workers run at once, all together. */
   slots(model: ModelRef): number {
     const k = key(model);
     let n = 0;
-    for (const w of this.live) if (w.models.some((m) => key(m) === k)) n += w.concurrency;
+    for (const w of this.live) {
+      const m = w.models.find((x) => key(x) === k);
+      if (m) n += Math.min(w.concurrency, m.concurrency ?? w.concurrency);
+    }
     return n;
   }
 

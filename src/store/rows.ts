@@ -1,5 +1,6 @@
 import type { NewTask, TaskRecord, TaskStatus, TaskType } from '../core/task.js';
 import type { ArtifactMeta, TaskSummary, WorkerRecord } from '../core/store.js';
+import { modelFromWire, type WireModel } from '../core/worker-protocol.js';
 
 /** Column names are the same in both stores. */
 export interface TaskRow {
@@ -94,7 +95,7 @@ export function listOrderBy(sortBy: string, sortOrder: 'asc' | 'desc', tiebreak:
 
 export interface WorkerRow {
   id: string;
-  models: string | Array<{ task_type: string; model_name: string }>;
+  models: string | WireModel[];
   concurrency: number;
   hardware: string | Record<string, unknown>;
   registered_at: number | string;
@@ -102,10 +103,10 @@ export interface WorkerRow {
 }
 
 export function rowToWorker(r: WorkerRow): WorkerRecord {
-  const models = typeof r.models === 'string' ? (JSON.parse(r.models) as Array<{ task_type: string; model_name: string }>) : r.models;
+  const models = typeof r.models === 'string' ? (JSON.parse(r.models) as WireModel[]) : r.models;
   return {
     id: r.id,
-    models: models.map((m) => ({ taskType: m.task_type as TaskType, modelName: m.model_name })),
+    models: models.map(modelFromWire),
     concurrency: r.concurrency,
     hardware: json(r.hardware),
     registeredAt: num(r.registered_at),

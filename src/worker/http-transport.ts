@@ -3,6 +3,7 @@ import https from 'node:https';
 import type { EngineArtifact } from '../core/engine.js';
 import type { LeasedTask } from '../core/store.js';
 import type { ModelRef, TaskError, TaskRecord, TaskType } from '../core/task.js';
+import { modelToWire } from '../core/worker-protocol.js';
 import type { ArtifactRef, LeaseState, WorkerInfo, WorkerTransport } from './transport.js';
 
 export interface HttpTransportOptions {
@@ -178,7 +179,7 @@ export class HttpTransport implements WorkerTransport {
   async register(info: WorkerInfo): Promise<void> {
     const res = await this.call<{ worker_id: string; lease_seconds?: number }>('POST', '/workers/register', {
       worker_id: info.workerId,
-      models: info.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })),
+      models: info.models.map(modelToWire),
       concurrency: info.concurrency,
       hardware: info.hardware ?? {},
       // Anything else still leased to this id was left by an earlier process: take it back now.

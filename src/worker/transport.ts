@@ -1,5 +1,5 @@
 import type { EngineArtifact } from '../core/engine.js';
-import type { LeasedTask } from '../core/store.js';
+import type { LeasedTask, RegisteredModel } from '../core/store.js';
 import type { ModelRef, TaskError, TaskRecord } from '../core/task.js';
 import type { DirectDelivery } from '../scheduler/wakeups.js';
 
@@ -15,7 +15,7 @@ export interface ArtifactRef {
 
 export interface WorkerInfo {
   workerId: string;
-  models: ModelRef[];
+  models: RegisteredModel[];
   concurrency: number;
   hardware?: Record<string, unknown>;
 }

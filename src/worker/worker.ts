@@ -192,7 +192,10 @@ export class Worker {
     if (this.loop) return;
     await this.transport.register({
       workerId: this.id,
-      models: this.allModels,
+      // A model whose engine takes fewer runs than the worker's slots says so (estimates count it).
+      models: this.opts.models.map(({ taskType, modelName, engine }) =>
+        engine.capacity !== undefined && engine.capacity < this.opts.concurrency ? { taskType, modelName, concurrency: engine.capacity } : { taskType, modelName },
+      ),
       concurrency: this.opts.concurrency,
       hardware: this.opts.hardware,
     });

@@ -393,8 +393,9 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreFi
     it('registers, refreshes, lists and removes workers', async () => {
       const w = await store.upsertWorker({ id: 'gpu-1', models: [LLM, TTS], concurrency: 4, hardware: { gpu_name: 'H100', gpu_memory_mb: 81_559 } }, 1000);
       expect(w).toEqual({ id: 'gpu-1', models: [LLM, TTS], concurrency: 4, hardware: { gpu_name: 'H100', gpu_memory_mb: 81_559 }, registeredAt: 1000, lastSeenAt: 1000 });
-      const again = await store.upsertWorker({ id: 'gpu-1', models: [LLM], concurrency: 2, hardware: {} }, 2000);
-      expect(again).toMatchObject({ models: [LLM], concurrency: 2, registeredAt: 1000, lastSeenAt: 2000 });
+      const again = await store.upsertWorker({ id: 'gpu-1', models: [{ ...LLM, concurrency: 1 }, TTS], concurrency: 2, hardware: {} }, 2000);
+      expect(again).toMatchObject({ models: [{ ...LLM, concurrency: 1 }, TTS], concurrency: 2, registeredAt: 1000, lastSeenAt: 2000 });
+      expect((await store.listWorkers()).find((x) => x.id === 'gpu-1')!.models).toEqual([{ ...LLM, concurrency: 1 }, TTS]);
       expect(await store.touchWorker('gpu-1', 3000)).toBe(true);
       expect(await store.touchWorker('ghost', 3000)).toBe(false);
       await store.upsertWorker({ id: 'cpu-1', models: [TTS], concurrency: 1, hardware: {} }, 3000);

@@ -20,6 +20,8 @@ import {
   LeaseBody,
   LeaseResponse,
   LeaseWriteResponse,
+  modelFromWire,
+  modelToWire,
   RegisterWorkerBody,
   RegisterWorkerResponse,
   ReleaseBody,
@@ -92,7 +94,7 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const workers = (await queue.workers.list()).map((w) => ({
         worker_id: w.id,
         status: w.status,
-        models: w.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })),
+        models: w.models.map(modelToWire),
         concurrency: w.concurrency,
         current_tasks: w.currentTasks,
         hardware: w.hardware,
@@ -129,7 +131,7 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         }
         const w = await queue.workers.register({
           id: b.worker_id ?? defaultWorkerId(),
-          models: b.models.map((m) => ({ taskType: m.task_type, modelName: m.model_name })),
+          models: b.models.map(modelFromWire),
           concurrency: b.concurrency,
           hardware: b.hardware ?? {},
         });

@@ -38,6 +38,7 @@ import {
   type TaskRow,
   type WorkerRow,
 } from '../rows.js';
+import { modelToWire } from '../../core/worker-protocol.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
 
 const COMMANDS = [
@@ -395,7 +396,7 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   async upsertWorker(w: Omit<WorkerRecord, 'registeredAt' | 'lastSeenAt'>, now: number): Promise<WorkerRecord> {
-    const models = JSON.stringify(w.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })));
+    const models = JSON.stringify(w.models.map(modelToWire));
     const [row] = await this.q<WorkerRow>(
       'upsert worker',
       `INSERT INTO workers (id, models, concurrency, hardware, registered_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $5)

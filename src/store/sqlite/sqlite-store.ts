@@ -42,6 +42,7 @@ import {
   type TaskRow,
   type WorkerRow,
 } from '../rows.js';
+import { modelToWire } from '../../core/worker-protocol.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
 import { shaped, type ShapedStatement } from './shaped-rows.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
@@ -439,7 +440,7 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   upsertWorker(w: Omit<WorkerRecord, 'registeredAt' | 'lastSeenAt'>, now: number): Promise<WorkerRecord> {
-    const models = JSON.stringify(w.models.map((m) => ({ task_type: m.taskType, model_name: m.modelName })));
+    const models = JSON.stringify(w.models.map(modelToWire));
     return this.write({ op: 'upsertWorker', id: w.id, models, concurrency: w.concurrency, hardware: JSON.stringify(w.hardware), now });
   }
 
