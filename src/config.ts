@@ -57,6 +57,7 @@ export interface Config {
   idempotencyTtlSeconds: number;
   /** llama.cpp threads; null = every core. */
   llamaThreads: number | null;
+  llamaParallel: number;
   llamaGpu: false | 'auto' | 'cuda' | 'vulkan';
   /** Refuse new tasks with 503 WORKER_UNAVAILABLE when no worker serves the model. */
   rejectWithoutWorker: boolean;
@@ -96,6 +97,7 @@ export function defaultConfig(): Config {
     rejectWithoutWorker: false,
     workerToken: null,
     llamaThreads: null,
+    llamaParallel: 1,
     maxWaitSeconds: 60,
     webhookSecret: null,
     webhookAllowPrivate: false,
@@ -228,6 +230,10 @@ export const SETTINGS: Record<string, { set: Setter; help: string }> = {
     help: 'How long an Idempotency-Key is remembered (default 86400)',
   },
   TASK_MANAGER_LLAMA_THREADS: { set: int(1, 512, (c, v) => (c.llamaThreads = v)), help: 'llama.cpp threads (default: every core)' },
+  TASK_MANAGER_LLAMA_PARALLEL: {
+    set: int(1, 64, (c, v) => (c.llamaParallel = v)),
+    help: 'llama.cpp generations run at once, decoded together in one context per model (default 1)',
+  },
   TASK_MANAGER_LLAMA_GPU: {
     set: (c, raw, name) => {
       const v = raw.trim().toLowerCase();

@@ -29,8 +29,8 @@ interface WorkerProc {
   exited: Promise<unknown>;
 }
 
-function startWorker(serverUrl: string, catalog: string, id: string, models: string, env: Record<string, string> = {}): WorkerProc {
-  const child = spawn(process.execPath, ['dist/cli/main.js', 'worker', '--server', serverUrl, '--models', models, '--models-file', catalog, '--id', id, '--concurrency', '1'], {
+function startWorker(serverUrl: string, catalog: string, id: string, models: string, env: Record<string, string> = {}, concurrency = 1): WorkerProc {
+  const child = spawn(process.execPath, ['dist/cli/main.js', 'worker', '--server', serverUrl, '--models', models, '--models-file', catalog, '--id', id, '--concurrency', String(concurrency)], {
     env: { ...process.env, TASK_MANAGER_WORKER_TOKEN: TOKEN, TASK_MANAGER_LOG_LEVEL: 'warn', TASK_MANAGER_LLAMA_THREADS: '1', TASK_MANAGER_LLAMA_GPU: 'false', TASK_MANAGER_LEASE_SECONDS: '2', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -198,6 +198,45 @@ describe('server and remote workers over HTTP', () => {
     expect(done.result.tokens_generated).toBe(1500);
     const { workers: list } = await json(await fetch(`${server.url}/workers`));
     expect(list.find((w: any) => w.worker_id === 'gpu-a').status).toBe('offline');
+  }, 90_000);
+});
+
+describe('llama.cpp generations in parallel', () => {
+  it('with TASK_MANAGER_LLAMA_PARALLEL=2 on a worker of 3 slots, two generations run at once and the third stays pending until one ends', async () => {
+    const dir = tempDir();
+    const { server, catalog } = await llamaServer(dir.path);
+    const worker = startWorker(server.url, catalog, 'par', 'tiny-llama', { TASK_MANAGER_LLAMA_PARALLEL: '2' }, 3);
+    try {
+      await waitFor(async () => (await json(await fetch(`${server.url}/workers`))).workers.some((w: any) => w.worker_id === 'par'), 20_000, 'worker to register');
+      const { workers: list } = await json(await fetch(`${server.url}/workers`));
+      expect(list.find((w: any) => w.worker_id === 'par')).toMatchObject({ concurrency: 3, models: [{ task_type: 'text_generation', model_name: 'tiny-llama', concurrency: 2 }] });
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        ids.push((await json(await post(`${server.url}/tasks`, { task_type: 'text_generation', model_name: 'tiny-llama', input_data: { prompt: `story ${i}` }, parameters: { max_tokens: 1500 } }))).task_id);
+      }
+      const statuses = async () => Promise.all(ids.map(async (id) => (await json(await fetch(`${server.url}/tasks/${id}`))).status as string));
+      const seen = await waitFor(async () => {
+        const st = await statuses();
+        return st.filter((x) => x === 'running').length === 2 ? st : null;
+      }, 20_000, 'two generations running');
+      expect(seen.filter((x) => x === 'pending')).toHaveLength(1);
+      const done = [];
+      for (const id of ids) done.push(await finished(server.url, id, 60_000));
+      for (const t of done) expect(t).toMatchObject({ status: 'completed', attempts: 1, result: { tokens_generated: 1500 } });
+      const byStart = [...done].sort((a, b) => Date.parse(a.started_at) - Date.parse(b.started_at));
+      // The third started only when one of the first two had ended (the worker leases as soon as its
+      // engine returns, while the completion is still on its way: a few ms), and the first two overlapped.
+      const firstEnd = Math.min(Date.parse(byStart[0].completed_at), Date.parse(byStart[1].completed_at));
+      expect(Date.parse(byStart[2].started_at)).toBeGreaterThan(firstEnd - 200);
+      expect(firstEnd - Date.parse(byStart[0].started_at)).toBeGreaterThan(400);
+      expect(Date.parse(byStart[1].started_at)).toBeLessThan(Date.parse(byStart[0].completed_at));
+    } finally {
+      worker.child.kill('SIGKILL');
+      await worker.exited;
+      server.child.kill('SIGKILL');
+      await server.exited;
+      dir.cleanup();
+    }
   }, 90_000);
 });
 

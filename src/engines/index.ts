@@ -8,12 +8,14 @@ import { TesseractEngine } from './tesseract.js';
 export interface EngineSettings {
   llamaThreads?: number;
   llamaGpu?: LlamaGpuOption;
+  /** Generations llama.cpp runs at once, batched (default 1). */
+  llamaParallel?: number;
 }
 
 /** Every engine this build ships, by the name catalog entries use. Constructors are cheap: engines load lazily. */
 export function createEngines(settings: EngineSettings = {}): Record<string, Engine> {
   return {
-    'llama-cpp': new LlamaCppEngine({ threads: settings.llamaThreads, gpu: settings.llamaGpu }),
+    'llama-cpp': new LlamaCppEngine({ threads: settings.llamaThreads, gpu: settings.llamaGpu, maxConcurrent: settings.llamaParallel }),
     espeak: new EspeakEngine(),
     tesseract: new TesseractEngine(),
     openai: new OpenAiEngine(),

@@ -5,17 +5,19 @@
  *   itself is imported dynamically, so a process that never runs this engine never loads it.
  * - Loaded models are cached, least recently used first out, up to `maxLoadedModels`; an
  *   evicted model is disposed once the runs using it have finished.
- * - Every task gets a fresh context + sequence and a `LlamaCompletion` (plain completion,
- *   no chat template), disposed afterwards. Generations are serialised engine-wide
- *   (`maxConcurrent`, default 1): on CPU two generations only fight over the same cores.
- *   It is the engine's `capacity`, so a worker leases no more than that at once.
+ * - Each loaded model keeps one context with `maxConcurrent` sequences (default 1), made on
+ *   its first generation and kept while the model is loaded: a task takes a sequence (its KV
+ *   cache cleared when it is given back) and a `LlamaCompletion` (plain completion, no chat
+ *   template). Generations running at once on one model are evaluated in the same batches
+ *   (llama.cpp's parallel decoding). `maxConcurrent` also caps generations engine-wide and
+ *   is the engine's `capacity`, so a worker leases no more than that at once.
  * - An abort (cancel, timeout, shutdown) rejects at once; the generation loop, which checks
  *   the signal between tokens, unwinds in the background before the next run starts.
  */
 import { availableParallelism } from 'node:os';
 import { stat } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
-import type { Llama, LlamaModel, LlamaCompletionGenerationOptions, Token } from 'node-llama-cpp';
+import type { Llama, LlamaContext, LlamaModel, LlamaCompletionGenerationOptions, Token } from 'node-llama-cpp';
 import { EngineError, RetryableEngineError, type Engine, type EngineContext, type EngineResult, type EngineTask } from '../core/engine.js';
 import type { TaskType } from '../core/task.js';
 
@@ -46,6 +48,8 @@ interface ModelEntry {
   promise: Promise<LlamaModel>;
   refs: number;
   evicted: boolean;
+  /** The model's context, made on its first generation: one sequence per generation that may run at once. */
+  context: Promise<LlamaContext> | null;
 }
 
 type NodeLlamaCpp = typeof import('node-llama-cpp');
@@ -115,7 +119,7 @@ export class LlamaCppEngine implements Engine {
       throw signal.aborted ? abortError(signal) : err;
     }
     const { lib, model, entry } = acquired;
-    const work = this.generate(lib, model, params, ctx, signal).finally(() => {
+    const work = this.generate(lib, model, entry, params, ctx, signal).finally(() => {
       this.releaseModel(entry);
       this.releaseSlot();
     });
@@ -134,6 +138,7 @@ export class LlamaCppEngine implements Engine {
     await Promise.allSettled([...this.inFlight]);
     const entries = [...this.models.values()];
     this.models.clear();
+    await Promise.allSettled(entries.map((e) => e.context?.then((c) => c.dispose())));
     await Promise.allSettled(entries.map((e) => e.promise.then((m) => m.dispose())));
     await Promise.allSettled([...this.disposing]);
     const llama = this.llama;
@@ -143,25 +148,38 @@ export class LlamaCppEngine implements Engine {
 
   // ---- generation -------------------------------------------------------------------------
 
+  /** The model's shared context; a failed creation is not remembered. */
+  private contextOf(entry: ModelEntry, model: LlamaModel): Promise<LlamaContext> {
+    entry.context ??= model
+      .createContext({
+        contextSize: Math.min(this.contextSize, model.trainContextSize || this.contextSize),
+        sequences: this.maxConcurrent,
+        threads: this.threads,
+      })
+      .catch((err: unknown) => {
+        entry.context = null;
+        throw err;
+      });
+    return entry.context;
+  }
+
   private async generate(
     lib: NodeLlamaCpp,
     model: LlamaModel,
+    entry: ModelEntry,
     p: GenerationParams,
     ctx: EngineContext,
     signal: AbortSignal,
   ): Promise<Record<string, unknown>> {
     throwIfAborted(signal);
-    let context;
+    let sequence;
     try {
-      context = await model.createContext({
-        contextSize: Math.min(this.contextSize, model.trainContextSize || this.contextSize),
-        sequences: 1,
-        threads: this.threads,
-      });
+      // The engine's slots hold generations to maxConcurrent, so a sequence is free here.
+      sequence = (await this.contextOf(entry, model)).getSequence();
     } catch (err) {
       throw new RetryableEngineError('CONTEXT_CREATE_FAILED', `llama-cpp: could not create a context: ${errMessage(err)}`, { cause: err });
     }
-    const completion = new lib.LlamaCompletion({ contextSequence: context.getSequence() });
+    const completion = new lib.LlamaCompletion({ contextSequence: sequence });
     try {
       let tokens = 0;
       let lastReported = 0;
@@ -236,7 +254,8 @@ export class LlamaCppEngine implements Engine {
       throw new EngineError('GENERATION_FAILED', `llama-cpp: generation failed: ${errMessage(err)}`, { cause: err });
     } finally {
       completion.dispose();
-      await context.dispose().catch(() => {});
+      // Clears the sequence's cache and gives it back before the slot is freed.
+      await sequence.dispose().catch(() => {});
     }
   }
 
@@ -309,7 +328,7 @@ export class LlamaCppEngine implements Engine {
       this.models.delete(key); // re-insert: most recently used
       this.models.set(key, entry);
     } else {
-      entry = { key, promise: this.loadModel(key), refs: 0, evicted: false };
+      entry = { key, promise: this.loadModel(key), refs: 0, evicted: false, context: null };
       this.models.set(key, entry);
       const loading = entry;
       loading.promise.catch(() => {
@@ -343,7 +362,12 @@ export class LlamaCppEngine implements Engine {
   }
 
   private disposeEntry(entry: ModelEntry): void {
-    const p = entry.promise.then((m) => m.dispose()).catch(() => {});
+    const context = entry.context;
+    entry.context = null;
+    const p = Promise.resolve(context?.then((c) => c.dispose()).catch(() => {}))
+      .then(() => entry.promise)
+      .then((m) => m.dispose())
+      .catch(() => {});
     this.disposing.add(p);
     void p.finally(() => this.disposing.delete(p));
   }

@@ -207,7 +207,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
 
   // The embedded worker runs the engines this build ships unless the caller brings its own.
-  const ownEngines = config.embeddedWorker && !opts.engines ? createEngines({ llamaThreads: config.llamaThreads ?? undefined, llamaGpu: config.llamaGpu }) : null;
+  const ownEngines = config.embeddedWorker && !opts.engines ? createEngines({ llamaThreads: config.llamaThreads ?? undefined, llamaGpu: config.llamaGpu, llamaParallel: config.llamaParallel }) : null;
   const engines = opts.engines ?? ownEngines;
   let worker: Worker | null = null;
   if (config.embeddedWorker && engines) {

@@ -22,7 +22,7 @@ export async function runRemoteWorker(opts: RemoteWorkerOptions): Promise<Worker
   const { config } = opts;
   const log = pino({ level: config.logLevel });
   const catalog = loadCatalog(config.catalogPath);
-  const engines = createEngines({ llamaThreads: config.llamaThreads ?? undefined, llamaGpu: config.llamaGpu });
+  const engines = createEngines({ llamaThreads: config.llamaThreads ?? undefined, llamaGpu: config.llamaGpu, llamaParallel: config.llamaParallel });
   const wanted = opts.models ?? catalog.entries().map((e) => e.name);
   const served: ServedModel[] = [];
   for (const name of wanted) {

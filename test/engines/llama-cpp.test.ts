@@ -243,6 +243,39 @@ describe('LlamaCppEngine', () => {
     for (const r of results) expect(r.result.generated_text).toBe(solo.result.generated_text);
   });
 
+  it('with maxConcurrent, runs generations at once in one context, each as it would run alone, and frees each sequence for the next', async () => {
+    const params = { max_tokens: 40, temperature: 0 };
+    const prompts = ['The world', 'Once upon a time', 'Hello there, my friend'];
+    const alone: string[] = [];
+    for (const prompt of prompts) alone.push((await engine.run(task(params, { prompt }), context())).result.generated_text as string);
+    const parallel = new LlamaCppEngine({ threads: THREADS, contextSize: 512, gpu: false, maxConcurrent: 3 });
+    try {
+      expect(parallel.capacity).toBe(3);
+      for (let round = 0; round < 2; round++) {
+        const firstTokenAt: number[] = [];
+        const endedAt: number[] = [];
+        const results = await Promise.all(
+          prompts.map((prompt, i) =>
+            parallel.run(task(params, { prompt }), context(undefined, () => (firstTokenAt[i] ??= performance.now()))).then((r) => ((endedAt[i] = performance.now()), r)),
+          ),
+        );
+        expect(results.map((r) => r.result.generated_text)).toEqual(alone);
+        // Decoded together: the last one had its first token before the first one ended.
+        expect(firstTokenAt[2]).toBeLessThan(endedAt[0]);
+      }
+      // A generation stopped mid-batch leaves the others as they would be alone.
+      const stop = new AbortController();
+      const stopped = parallel.run(task({ max_tokens: 20_000 }), context(stop.signal, () => stop.abort('cancelled')));
+      const [kept] = await Promise.all([parallel.run(task(params, { prompt: prompts[1] }), context()), expect(stopped).rejects.toThrow(/cancelled/)]);
+      expect(kept.result.generated_text).toBe(alone[1]);
+      // A fourth run waits for a sequence; with all three given back, three more run again.
+      const again = await Promise.all([0, 1, 2, 0].map((i) => parallel.run(task(params, { prompt: prompts[i] }), context())));
+      expect(again.map((r) => r.result.generated_text)).toEqual([alone[0], alone[1], alone[2], alone[0]]);
+    } finally {
+      await parallel.close();
+    }
+  });
+
   it('keeps at most maxLoadedModels models loaded (LRU)', async () => {
     const copy = join(dir, 'copy.gguf');
     makeGguf(copy);
