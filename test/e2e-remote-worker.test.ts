@@ -515,6 +515,31 @@ describe('leases scoped to the engines that have room', () => {
     });
   });
 
+  it('against a server from before scoped leases, the transport goes back to leasing for every model', async () => {
+    await withRemoteServer(async (url) => {
+      const bodies: any[] = [];
+      const older: typeof fetch = async (input, init) => {
+        if (/\/lease$/.test(String(input))) {
+          const body = JSON.parse(String(init!.body));
+          bodies.push(body);
+          if (body.models) {
+            const error = { code: 'VALIDATION_ERROR', message: 'Request validation failed', details: { field: 'models', reason: 'Unknown field' } };
+            return new Response(JSON.stringify({ error }), { status: 422 });
+          }
+        }
+        return fetch(input, init);
+      };
+      const t = new HttpTransport({ serverUrl: url, token: TOKEN, fetch: older });
+      await t.register({ workerId: 'older', models: [SLOW, FAST], concurrency: 2 });
+      const id = await createOf(url, FAST);
+      const signal = new AbortController().signal;
+      expect(await t.lease([FAST], 1, 100, signal)).toEqual([]);
+      expect((await t.lease([FAST], 1, 1000, signal)).map((l) => l.task.id)).toEqual([id]);
+      expect(bodies.map((b) => b.models?.length ?? 'all')).toEqual([1, 'all']);
+      await t.unregister();
+    });
+  });
+
   it('the worker runtime over HTTP leases for an engine only what it can start, and the rest of its slots for its other models', async () => {
     await withRemoteServer(async (url) => {
       // A registration that makes both models known to the server.

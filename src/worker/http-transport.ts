@@ -206,7 +206,7 @@ export class HttpTransport implements WorkerTransport {
       res = await this.call('POST', `/workers/${encodeURIComponent(this.workerId)}/lease`, body, { signal, waitMs });
     } catch (err) {
       if (signal.aborted) return [];
-      if (scoped && err instanceof HttpError && err.status < 500 && String(err.details.field ?? '').startsWith('models')) {
+      if (scoped && err instanceof HttpError && err.details.field === 'models' && err.details.reason === 'Unknown field') {
         // A server from before scoped leases: lease for every model, as it did.
         this.scopedLeases = false;
         return [];
