@@ -500,6 +500,9 @@ describe('leases scoped to the engines that have room', () => {
       const models = [SLOW, FAST].map((m) => ({ task_type: m.taskType, model_name: m.modelName }));
       const zero = await post(`${url}/workers/register`, { worker_id: 'raw', models: [{ ...models[0], concurrency: 0 }, models[1]], concurrency: 4 }, auth);
       expect(zero.status).toBe(422);
+      const twice = await post(`${url}/workers/register`, { worker_id: 'raw', models: [models[0], models[1], { ...models[0], concurrency: 1 }], concurrency: 4 }, auth);
+      expect(twice.status).toBe(422);
+      expect((await json(twice)).error).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'models[2]', reason: 'Duplicate model' } });
       expect((await post(`${url}/workers/register`, { worker_id: 'raw', models: [{ ...models[0], concurrency: 1 }, models[1]], concurrency: 4 }, auth)).status).toBe(200);
       const listed = (await json(await fetch(`${url}/workers`))).workers.find((w: any) => w.worker_id === 'raw');
       expect(listed).toMatchObject({ concurrency: 4, models: [{ ...models[0], concurrency: 1 }, models[1]] });
@@ -512,6 +515,24 @@ describe('leases scoped to the engines that have room', () => {
       expect(bad.status).toBe(422);
       expect((await json(bad)).error).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'models[1]' } });
       for (const id of slow) expect((await json(await fetch(`${url}/tasks/${id}`))).status).toBe('pending');
+
+      // wake: answers the worker's waiting poll now; with none waiting, its next poll answers at once.
+      const lease = (body: object) => post(`${url}/workers/raw/lease`, body, auth).then(json);
+      const waiting = lease({ max_tasks: 1, wait_seconds: 60, models: [models[1]] });
+      await new Promise((r) => setTimeout(r, 200));
+      const t0 = Date.now();
+      expect(await lease({ max_tasks: 0, wait_seconds: 0, wake: true })).toEqual({ tasks: [], cancelled: [] });
+      expect(await waiting).toEqual({ tasks: [], cancelled: [] });
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      await lease({ max_tasks: 0, wait_seconds: 0, wake: true });
+      const t1 = Date.now();
+      expect(await lease({ max_tasks: 1, wait_seconds: 60, models: [models[1]] })).toEqual({ tasks: [], cancelled: [] });
+      expect(Date.now() - t1).toBeLessThan(5_000);
+      // Used up: the poll after that waits for work again.
+      const next = lease({ max_tasks: 1, wait_seconds: 60, models: [models[1]] });
+      await new Promise((r) => setTimeout(r, 200));
+      const fresh = await createOf(url, FAST);
+      expect((await next).tasks.map((t: any) => t.task_id)).toEqual([fresh]);
     });
   });
 
@@ -537,6 +558,63 @@ describe('leases scoped to the engines that have room', () => {
       expect((await t.lease([FAST], 1, 1000, signal)).map((l) => l.task.id)).toEqual([id]);
       expect(bodies.map((b) => b.models?.length ?? 'all')).toEqual([1, 'all']);
       await t.unregister();
+    });
+  });
+
+  it('an engine freeing while a lease for the other models is answered loses none of the tasks that lease carries', async () => {
+    await withRemoteServer(async (url) => {
+      await post(`${url}/workers/register`, { worker_id: 'announcer', models: [SLOW, FAST].map((m) => ({ task_type: m.taskType, model_name: m.modelName })), concurrency: 1 }, auth);
+      const slow = new GateEngine();
+      slow.capacity = 1;
+      const fast = new GateEngine();
+      // Lease answers that carry tasks take 300 ms to arrive; the slow engine frees meanwhile.
+      let onTasks: (() => void) | null = null;
+      const slowNetwork: typeof fetch = async (input, init) => {
+        const res = await fetch(input, init);
+        if (!/\/lease$/.test(String(input)) || JSON.parse(String(init!.body)).wake) return res;
+        const text = await res.text();
+        if (JSON.parse(text).tasks?.length) {
+          onTasks?.();
+          await new Promise((resolve, reject) => {
+            const t = setTimeout(resolve, 300);
+            init!.signal?.addEventListener('abort', () => (clearTimeout(t), reject(new DOMException('aborted', 'AbortError'))), { once: true });
+          });
+        }
+        return new Response(text, { status: res.status, headers: res.headers });
+      };
+      const worker = new Worker({
+        id: 'capped',
+        transport: new HttpTransport({ serverUrl: url, token: TOKEN, fetch: slowNetwork }),
+        models: [
+          { ...SLOW, engine: slow, modelOptions: {} },
+          { ...FAST, engine: fast, modelOptions: {} },
+        ],
+        concurrency: 3,
+        heartbeatMs: 1_000,
+        leaseWaitMs: 20_000,
+      });
+      await worker.start();
+      try {
+        const s1 = await createOf(url, SLOW);
+        await slow.started(1);
+        // The worker now polls for FAST only. Its answer is on the way when the slow engine frees.
+        onTasks = () => {
+          onTasks = null;
+          slow.finish(s1, {});
+        };
+        const f1 = await createOf(url, FAST);
+        await fast.started(1, 5_000);
+        expect(fast.runs[0].task.id).toBe(f1);
+        fast.finish(f1, {});
+        await finished(url, f1, 5_000);
+        expect((await json(await fetch(`${url}/tasks/${f1}`))).attempts).toBe(1);
+        // And the slow engine takes work again.
+        const s2 = await createOf(url, SLOW);
+        await slow.started(2, 5_000);
+        expect(slow.runs[1].task.id).toBe(s2);
+      } finally {
+        await worker.stop(0);
+      }
     });
   });
 

@@ -288,6 +288,25 @@ describe('worker runtime and leases', () => {
     for (const id of ids) await completed(id);
   });
 
+  it('a task the in-process worker has no room for wakes another worker\'s waiting lease, not the in-process one\'s', async () => {
+    const engine = new GateEngine();
+    engine.capacity = 1;
+    await startWorker(engine, { concurrency: 2, leaseWaitMs: 60_000 });
+    // The in-process worker's lease found the queue empty and waits; then another worker's does.
+    await new Promise((r) => setTimeout(r, 100));
+    const elsewhere = queue.leaseWait('elsewhere', [MODEL], 1, 60_000);
+    const first = await create();
+    await engine.started(1);
+    expect(engine.runs[0].task.id).toBe(first.id);
+    // Its engine is full: the next task is for the worker that can run it, at once.
+    const second = await create();
+    const leased = await Promise.race([elsewhere, new Promise<null>((r) => setTimeout(() => r(null), 5_000))]);
+    expect(leased?.map((l) => l.task.id)).toEqual([second.id]);
+    expect((await statusOf(second.id)).workerId).toBe('elsewhere');
+    engine.finish(first.id, {});
+    await completed(first.id);
+  });
+
   it('with one engine full, it goes on leasing for its other models up to its concurrency', async () => {
     const slow = new GateEngine();
     slow.capacity = 1;
@@ -517,6 +536,7 @@ describe('lease wakeups: when a worker counts as drained', () => {
       reserve: () => (slots > 0 ? (slots--, true) : false),
       deliver: (l: { task: { id: string } }) => void handed.push(l.task.id),
       unreserve: () => void slots++,
+      accepts: () => slots > 0,
     };
   }
 

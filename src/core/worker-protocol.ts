@@ -73,6 +73,12 @@ export const LeaseBody = Type.Object(
         description: 'Lease only for these of the registered models (those whose engines have room now); default all',
       }),
     ),
+    wake: Type.Optional(
+      Type.Boolean({
+        description:
+          "Answer this worker's lease poll waiting on this node now, with what it has leased (or, if none is waiting yet, its next poll at once); sent with max_tasks 0 and wait_seconds 0 when a full engine frees",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -274,7 +274,7 @@ export class TaskQueue {
     const deadline = Date.now() + waitMs;
     for (;;) {
       // Register before looking, so a task created in between still wakes us.
-      const waiter = this.wakeups.wait(models, deadline - Date.now(), signal);
+      const waiter = this.wakeups.wait(models, deadline - Date.now(), signal, workerId);
       // Known empty: no need to ask until a wakeup says the store has some again.
       if (!this.wakeups.drained(workerId, models)) {
         let leased: LeasedTask[];

@@ -9,11 +9,15 @@ export interface DirectDelivery {
   deliver(leased: LeasedTask): void;
   /** The create failed: the slot is free again. */
   unreserve(model: ModelRef): void;
+  /** Whether a task of this model could start now (a free slot, room on its engine); holds nothing. */
+  accepts(model: ModelRef): boolean;
 }
 
 interface Waiter {
   models: Set<string>;
   wake: () => void;
+  /** The in-process worker waiting, if it is one. */
+  workerId?: string;
 }
 
 interface Direct {
@@ -56,12 +60,13 @@ export class LeaseWakeups {
   constructor(private readonly ordered = false) {}
 
   /** Resolves when a matching task may be available, the time is up, or the signal aborts. */
-  wait(models: ModelRef[], ms: number, signal?: AbortSignal): { promise: Promise<void>; cancel: () => void } {
+  wait(models: ModelRef[], ms: number, signal?: AbortSignal, workerId?: string): { promise: Promise<void>; cancel: () => void } {
     let waiter!: Waiter;
     let timer: NodeJS.Timeout | undefined;
     const onAbort = () => waiter.wake();
     const promise = new Promise<void>((resolve) => {
       waiter = {
+        workerId,
         models: new Set(models.map(key)),
         wake: () => {
           clearTimeout(timer);
@@ -78,7 +83,12 @@ export class LeaseWakeups {
     return { promise, cancel: waiter.wake };
   }
 
-  /** Wakes the longest-waiting lease for this model (one new task needs one worker) and un-drains its workers. */
+  /**
+   * Wakes the longest-waiting lease for this model that can take it (one new task needs one
+   * worker) and un-drains its workers. A worker in this process whose slots or engine filled
+   * up (by handoffs) since its poll began would not lease the task: it is woken (to look
+   * again once it has room) and so is the next waiting lease, which may be able to.
+   */
   notify(model: ModelRef): void {
     const k = key(model);
     for (const d of this.direct.values()) {
@@ -86,10 +96,10 @@ export class LeaseWakeups {
       if (d.models.has(k)) d.drained.delete(k), (d.dirty = !this.ordered);
     }
     for (const w of this.waiters) {
-      if (w.models.has(k)) {
-        w.wake();
-        return;
-      }
+      if (!w.models.has(k)) continue;
+      // Woken all the same, so that it looks again once it has room.
+      w.wake();
+      if (w.workerId === undefined || this.direct.get(w.workerId)?.delivery.accepts(model) !== false) return;
     }
   }
 

@@ -218,15 +218,33 @@ export class HttpTransport implements WorkerTransport {
       }
       throw err;
     }
-    for (const id of res.cancelled) {
-      // A cancelled task is over for us: stop reporting it as running.
-      this.held.delete(id);
-      for (const l of this.cancelListeners) l(id);
-    }
+    this.cancelledSeen(res.cancelled);
     return res.tasks.map((t) => {
       this.held.add(t.task_id);
       return { task: toRecord(t, this.workerId), leaseToken: t.lease_token };
     });
+  }
+
+  private cancelledSeen(ids: string[]): void {
+    for (const id of ids) {
+      // A cancelled task is over for us: stop reporting it as running.
+      this.held.delete(id);
+      for (const l of this.cancelListeners) l(id);
+    }
+  }
+
+  /**
+   * Asks the node to answer this worker's waiting lease poll now, with what it has leased:
+   * a poll request aborted here could lose tasks the node has already sent. Best effort: if
+   * this request fails, the poll ends when its wait does.
+   */
+  wake(): void {
+    if (!this.info) return;
+    const body = { max_tasks: 0, wait_seconds: 0, running: [...this.held], wake: true };
+    this.call<{ tasks: WireTask[]; cancelled: string[] }>('POST', `/workers/${encodeURIComponent(this.workerId)}/lease`, body).then(
+      (res) => this.cancelledSeen(res.cancelled),
+      () => {},
+    );
   }
 
   heartbeat(taskId: string, leaseToken: string, progress?: number): Promise<LeaseState> {

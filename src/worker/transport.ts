@@ -30,6 +30,12 @@ export interface WorkerTransport {
   register(info: WorkerInfo): Promise<void>;
   /** Long-poll: resolves with up to `limit` tasks, or [] after `waitMs`. */
   lease(models: ModelRef[], limit: number, waitMs: number, signal: AbortSignal): Promise<LeasedTask[]>;
+  /**
+   * Ends the lease poll in flight early without losing its answer: it resolves with whatever
+   * it leased. Where a transport has none, aborting a poll's signal loses nothing (in process);
+   * over HTTP an aborted request can drop an answer already on its way, tasks and all.
+   */
+  wake?(): void;
   heartbeat(taskId: string, leaseToken: string, progress?: number): Promise<LeaseState>;
   /** `leased`: the task as leased, for a transport that can pass it on (in-process). */
   complete(taskId: string, leaseToken: string, result: Record<string, unknown>, leased?: TaskRecord): Promise<LeaseState>;

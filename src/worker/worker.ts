@@ -216,6 +216,7 @@ export class Worker {
         this.takeHandoff(leased);
         if (this.reserved === 0) this.allDelivered?.();
       },
+      accepts: (model) => !this.stopController.signal.aborted && this.free() > 0 && this.room(this.capped ? this.engineOf(model) : undefined) > 0,
       unreserve: (model) => {
         this.reserved--;
         if (this.capped) this.use(this.engineOf(model), -1);
@@ -240,11 +241,15 @@ export class Worker {
         continue;
       }
       // When full, the poll only listens for cancels; a freed slot ends it so we ask for work
-      // again. So does an engine's, when the poll leaves out that engine's models.
+      // again. So does an engine's, when the poll leaves out that engine's models: such a poll
+      // may be leasing tasks, so it is woken rather than aborted where aborting could lose them.
       const poll = new AbortController();
       const stopPoll = () => poll.abort();
       signal.addEventListener('abort', stopPoll, { once: true });
-      if (free <= 0 || models.length < this.allModels.length) this.slotFreed = stopPoll;
+      let onFree: (() => void) | null = null;
+      if (free <= 0) onFree = stopPoll;
+      else if (models.length < this.allModels.length) onFree = this.transport.wake ? () => this.transport.wake!() : stopPoll;
+      if (onFree) this.slotFreed = onFree;
       try {
         const leased = await this.transport.lease(models, Math.max(0, free), this.opts.leaseWaitMs ?? 30_000, poll.signal);
         backoffMs = 100;
@@ -260,7 +265,7 @@ export class Worker {
         backoffMs = Math.min(backoffMs * 2, 5_000);
       } finally {
         signal.removeEventListener('abort', stopPoll);
-        if (this.slotFreed === stopPoll) this.slotFreed = null;
+        if (onFree && this.slotFreed === onFree) this.slotFreed = null;
       }
     }
   }

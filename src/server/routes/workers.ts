@@ -50,6 +50,9 @@ function scopeModels(registered: ModelRef[], asked: Array<{ task_type: TaskType;
   return out;
 }
 
+/** How long a wake that found no waiting poll applies to the worker's next one. */
+const WAKE_KEPT_MS = 5_000;
+
 function leaseResult(out: LeaseOutcome, id: string) {
   if (out.kind === 'ok') return { task_id: id, status: out.task.status };
   throw new AppError('LEASE_CONFLICT', out.kind === 'cancelled' ? `Task ${id} was cancelled` : `Lease on task ${id} is no longer held`, {
@@ -72,6 +75,11 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       throw new AppError('UNAUTHORIZED', 'Missing or invalid worker token', { headers: { 'www-authenticate': 'Bearer' } });
     }
   };
+
+  /** Each worker's lease poll waiting on this node, so a `wake` can answer it early. */
+  const waitingPolls = new Map<string, AbortController>();
+  /** Wakes that found no poll waiting: the worker's next poll answers at once. */
+  const wokenAt = new Map<string, number>();
 
   const known = async (workerId: string) => {
     const worker = await queue.workers.get(workerId);
@@ -129,6 +137,16 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
             details: { field: 'worker_id', reason: 'Reserved prefix' },
           });
         }
+        const seen = new Set<string>();
+        for (const [i, m] of b.models.entries()) {
+          const k = `${m.task_type}\u0000${m.model_name}`;
+          if (seen.has(k)) {
+            throw new AppError('VALIDATION_ERROR', `models[${i}] (${m.task_type} ${m.model_name}) is listed twice`, {
+              details: { field: `models[${i}]`, reason: 'Duplicate model' },
+            });
+          }
+          seen.add(k);
+        }
         const w = await queue.workers.register({
           id: b.worker_id ?? defaultWorkerId(),
           models: b.models.map(modelFromWire),
@@ -153,6 +171,7 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       { schema: { tags: ['workers'], summary: 'Unregister a worker', params: WorkerIdParams, response: { 204: { type: 'null' }, ...errors(401, 503) } } },
       async (request, reply) => {
         await queue.workers.unregister(request.params.worker_id);
+        wokenAt.delete(request.params.worker_id);
         return reply.code(204).send();
       },
     );
@@ -173,7 +192,12 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       async (request, reply) => {
         const workerId = request.params.worker_id;
         const worker = await known(workerId);
-        const { max_tasks: maxTasks, wait_seconds: waitSeconds, running = [] } = request.body;
+        const { max_tasks: maxTasks, wait_seconds: waitSeconds, running = [], wake = false } = request.body;
+        if (wake) {
+          const waiting = waitingPolls.get(workerId);
+          if (waiting) waiting.abort();
+          else wokenAt.set(workerId, Date.now());
+        }
         const models = request.body.models === undefined ? worker.models : scopeModels(worker.models, request.body.models);
         const waitMs = Math.min(maxWaitMs, waitSeconds === undefined ? maxWaitMs : waitSeconds * 1000);
 
@@ -200,7 +224,13 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
             // Answer at once with the cancels, and with whatever work is ready now.
             if (maxTasks > 0) leased = await queue.lease(workerId, models, maxTasks);
           } else {
-            if (maxTasks > 0) {
+            // A wake that came before this poll: answer with what there is now, without waiting.
+            const woken = wake ? undefined : wokenAt.get(workerId);
+            if (woken !== undefined) wokenAt.delete(workerId);
+            if (waitMs > 0 && !wake) waitingPolls.set(workerId, controller);
+            if (maxTasks > 0 && woken !== undefined && Date.now() - woken < WAKE_KEPT_MS) {
+              leased = await queue.lease(workerId, models, maxTasks);
+            } else if (maxTasks > 0) {
               leased = await queue.leaseWait(workerId, models, maxTasks, waitMs, controller.signal);
             } else {
               await new Promise<void>((resolve) => {
@@ -230,6 +260,7 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
           };
         } finally {
           off();
+          if (waitingPolls.get(workerId) === controller) waitingPolls.delete(workerId);
         }
       },
     );
