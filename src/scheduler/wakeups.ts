@@ -16,7 +16,7 @@ export interface DirectDelivery {
 interface Waiter {
   models: Set<string>;
   wake: () => void;
-  /** The in-process worker waiting, if it is one. */
+  /** The worker whose lease waits; where it is one in this process, notify checks its room. */
   workerId?: string;
 }
 
