@@ -494,6 +494,28 @@ describe('leases scoped to the engines that have room', () => {
   const FAST = { taskType: 'text_to_speech' as const, modelName: 'fast' };
   const createOf = async (url: string, m: typeof SLOW | typeof FAST) =>
     (await json(await post(`${url}/tasks`, { task_type: m.taskType, model_name: m.modelName, input_data: m === SLOW ? { prompt: 'p' } : { text: 't' } }))).task_id as string;
+  /** Makes both models known to the server through a registration of their own. */
+  const announce = (url: string) =>
+    post(`${url}/workers/register`, { worker_id: 'announcer', models: [SLOW, FAST].map((m) => ({ task_type: m.taskType, model_name: m.modelName })), concurrency: 1 }, auth);
+  /** The worker runtime over HTTP with 3 slots: SLOW on an engine of capacity 1, FAST on one without a limit. */
+  async function cappedWorker(url: string, id: string, leaseWaitMs: number, fetchFn?: typeof fetch) {
+    const slow = new GateEngine();
+    slow.capacity = 1;
+    const fast = new GateEngine();
+    const worker = new Worker({
+      id,
+      transport: new HttpTransport({ serverUrl: url, token: TOKEN, fetch: fetchFn }),
+      models: [
+        { ...SLOW, engine: slow, modelOptions: {} },
+        { ...FAST, engine: fast, modelOptions: {} },
+      ],
+      concurrency: 3,
+      heartbeatMs: 1_000,
+      leaseWaitMs,
+    });
+    await worker.start();
+    return { worker, slow, fast };
+  }
 
   it('a lease naming some of the worker\'s models leases only those; a model it did not register is 422; a model registers its own concurrency', async () => {
     await withRemoteServer(async (url) => {
@@ -563,10 +585,7 @@ describe('leases scoped to the engines that have room', () => {
 
   it('an engine freeing while a lease for the other models is answered loses none of the tasks that lease carries', async () => {
     await withRemoteServer(async (url) => {
-      await post(`${url}/workers/register`, { worker_id: 'announcer', models: [SLOW, FAST].map((m) => ({ task_type: m.taskType, model_name: m.modelName })), concurrency: 1 }, auth);
-      const slow = new GateEngine();
-      slow.capacity = 1;
-      const fast = new GateEngine();
+      await announce(url);
       // Lease answers that carry tasks take 300 ms to arrive; the slow engine frees meanwhile.
       let onTasks: (() => void) | null = null;
       const slowNetwork: typeof fetch = async (input, init) => {
@@ -582,18 +601,7 @@ describe('leases scoped to the engines that have room', () => {
         }
         return new Response(text, { status: res.status, headers: res.headers });
       };
-      const worker = new Worker({
-        id: 'capped',
-        transport: new HttpTransport({ serverUrl: url, token: TOKEN, fetch: slowNetwork }),
-        models: [
-          { ...SLOW, engine: slow, modelOptions: {} },
-          { ...FAST, engine: fast, modelOptions: {} },
-        ],
-        concurrency: 3,
-        heartbeatMs: 1_000,
-        leaseWaitMs: 20_000,
-      });
-      await worker.start();
+      const { worker, slow, fast } = await cappedWorker(url, 'capped', 20_000, slowNetwork);
       try {
         const s1 = await createOf(url, SLOW);
         await slow.started(1);
@@ -620,25 +628,10 @@ describe('leases scoped to the engines that have room', () => {
 
   it('the worker runtime over HTTP leases for an engine only what it can start, and the rest of its slots for its other models', async () => {
     await withRemoteServer(async (url) => {
-      // A registration that makes both models known to the server.
-      await post(`${url}/workers/register`, { worker_id: 'announcer', models: [SLOW, FAST].map((m) => ({ task_type: m.taskType, model_name: m.modelName })), concurrency: 1 }, auth);
+      await announce(url);
       const slowIds = [await createOf(url, SLOW), await createOf(url, SLOW)];
       const fastIds = [await createOf(url, FAST), await createOf(url, FAST), await createOf(url, FAST)];
-      const slow = new GateEngine();
-      slow.capacity = 1;
-      const fast = new GateEngine();
-      const worker = new Worker({
-        id: 'scoped',
-        transport: new HttpTransport({ serverUrl: url, token: TOKEN }),
-        models: [
-          { ...SLOW, engine: slow, modelOptions: {} },
-          { ...FAST, engine: fast, modelOptions: {} },
-        ],
-        concurrency: 3,
-        heartbeatMs: 1_000,
-        leaseWaitMs: 1_000,
-      });
-      await worker.start();
+      const { worker, slow, fast } = await cappedWorker(url, 'scoped', 1_000);
       try {
         await slow.started(1);
         await fast.started(2);
