@@ -7,14 +7,20 @@
 //      on disk before Redis answers, as every task of ours is (skipped without redis-server).
 // A producer in this process keeps 50 creates in flight (HTTP POST /tasks for us, Queue.add
 // for BullMQ) while the workers drain the queue; the clock stops when the last task is done.
+// Each system runs twice on the same processes: "cold", the first N tasks of freshly started
+// processes (their code not yet optimised by V8: on a 2-core VM our server's first second
+// ran at under half its later rate), then, once those are all done, "warm", the next N:
+// the rate of a service that has been up for a while. Both are printed; the summary line
+// is the warm one.
 // Our producer is autocannon over kept-alive connections: the load generator shares the
 // machine's cores with the server, and node:http costs about twice its CPU per request
 // (76-90 against 36-45 µs here), fetch several times more.
-// The four runs repeat BENCH_ROUNDS times (default 3): a VM's speed drifts by tens of percent
-// within a minute, so figures are medians over the rounds, and each ratio is the median of
-// the ratios taken within a round.
-// Ends with: tasks_per_s=N bullmq_per_s=N ratio=R durable=yes|no (after a line with the HTTP
-// worker's rate, http_worker_per_s=N http_ratio=R, and one with the durable Redis)
+// The four systems repeat BENCH_ROUNDS times (default 3): a VM's speed drifts by tens of
+// percent within a minute, so figures are medians over the rounds, and each ratio is the
+// median of the ratios taken within a round.
+// Ends with a line for the cold runs, then the warm runs' HTTP worker (http_worker_per_s=N
+// http_ratio=R) and durable Redis lines, and last:
+//   tasks_per_s=N bullmq_per_s=N ratio=R durable=yes|no
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -57,6 +63,20 @@ function postTasks(port) {
   });
 }
 
+/** Each `done <epoch ms>` line a child prints, in turn: `next()` resolves with the next one. */
+function doneLines(lines) {
+  const seen = [];
+  const waiting = [];
+  lines.on('line', (l) => {
+    const m = /^done (\d+)$/.exec(l);
+    if (!m) return;
+    const w = waiting.shift();
+    if (w) w(Number(m[1]));
+    else seen.push(Number(m[1]));
+  });
+  return () => (seen.length ? Promise.resolve(seen.shift()) : new Promise((r) => waiting.push(r)));
+}
+
 async function ours(dir, mode, round) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -69,36 +89,36 @@ async function ours(dir, mode, round) {
     TASK_MANAGER_EMBEDDED_WORKER: mode === 'inproc' ? 'true' : 'false',
     TASK_MANAGER_WORKER_CONCURRENCY: String(CONCURRENCY),
     TASK_MANAGER_WORKER_TOKEN: TOKEN,
-    DONE_AFTER: String(N),
+    DONE_EVERY: String(N),
   }, { stdout: true });
-  // The server says when its Nth task completes, as BullMQ's worker does.
-  const done = new Promise((resolve) =>
-    readline.createInterface({ input: server.stdout }).on('line', (l) => {
-      const m = /^done (\d+)$/.exec(l);
-      if (m) resolve(Number(m[1]));
-    }),
-  );
+  // The server says each time another N tasks have completed, as BullMQ's worker does.
+  const nextDone = doneLines(readline.createInterface({ input: server.stdout }));
   await waitForHttp(`${url}/health`, server);
   let worker = null;
   if (mode === 'http') {
     worker = startNode('worker', ['bench/fixtures/noop-worker.mjs'], { SERVER_URL: url, TASK_MANAGER_WORKER_TOKEN: TOKEN, CONCURRENCY: String(CONCURRENCY), WORKER_ID: 'bench-remote' });
   }
-  const t0 = Date.now();
-  const producing = postTasks(port);
-  // If some creates were refused, the Nth completion never comes: then the clock stops when
-  // every acknowledged task has completed.
-  const doneAt = await Promise.race([
-    done,
-    producing.then(async (acked) => {
-      if (acked === N) return done;
-      for (;;) {
-        if ((await (await fetch(`${url}/health`)).json()).completed_tasks >= acked) return Date.now();
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    }),
-  ]);
-  const seconds = (doneAt - t0) / 1000;
-  const failed = N - (await producing);
+  let acknowledged = 0;
+  // The server's done lines mark every Nth completion only while every create was acknowledged.
+  let counting = true;
+  const phase = async () => {
+    const t0 = Date.now();
+    const producing = postTasks(port);
+    const line = counting ? nextDone() : null;
+    let doneAt = line ? await Promise.race([line, producing.then((acked) => (acked === N ? line : null))]) : null;
+    const acked = await producing;
+    acknowledged += acked;
+    if (acked !== N) counting = false;
+    // Some creates were refused: the clock stops when every acknowledged task has completed.
+    while (doneAt === null) {
+      if ((await (await fetch(`${url}/health`)).json()).completed_tasks >= acknowledged) doneAt = Date.now();
+      else await new Promise((r) => setTimeout(r, 10));
+    }
+    const seconds = (doneAt - t0) / 1000;
+    return { rate: acked / seconds, seconds, failed: N - acked };
+  };
+  const cold = await phase();
+  const warm = await phase();
   if (worker) await stopChild(worker);
   // The clock has stopped: read how the writer's group commits went (it reports once a second).
   await new Promise((r) => setTimeout(r, 1100));
@@ -108,7 +128,8 @@ async function ours(dir, mode, round) {
   const check = new Database(db, { readonly: true });
   const rows = check.prepare("SELECT count(*) AS n FROM tasks WHERE status = 'completed'").get().n;
   check.close();
-  return { rate: (N - failed) / seconds, seconds, failed, durable: rows === N - failed && failed === 0, writer };
+  const failed = cold.failed + warm.failed;
+  return { cold, warm, failed, durable: rows === acknowledged && failed === 0, writer };
 }
 
 /** A private redis-server that fsyncs its append-only file before answering each write. */
@@ -148,32 +169,24 @@ async function bullmq(redisPort = 6379) {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines = readline.createInterface({ input: worker.stdout });
-  let doneAt = null;
-  let resolveDone;
-  const finished = new Promise((r) => (resolveDone = r));
-  const ready = new Promise((r) =>
-    lines.on('line', (l) => {
-      if (l === 'ready') r();
-      const m = /^done (\d+)$/.exec(l);
-      if (m) {
-        doneAt = Number(m[1]);
-        resolveDone();
-      }
-    }),
-  );
-  await ready;
+  const nextDone = doneLines(lines);
+  await new Promise((r) => lines.on('line', (l) => l === 'ready' && r()));
   const queue = new Queue(name, { connection: { host: '127.0.0.1', port: redisPort } });
-  const t0wall = Date.now();
-  const failed = await produce(async () => {
-    await queue.add('noop', { prompt: 'x' });
-    return true;
-  });
-  await finished;
-  const seconds = (doneAt - t0wall) / 1000;
+  const phase = async () => {
+    const t0 = Date.now();
+    const failed = await produce(async () => {
+      await queue.add('noop', { prompt: 'x' });
+      return true;
+    });
+    const seconds = ((await nextDone()) - t0) / 1000;
+    return { rate: N / seconds, seconds, failed };
+  };
+  const cold = await phase();
+  const warm = await phase();
   worker.kill('SIGTERM');
   await queue.obliterate({ force: true });
   await queue.close();
-  return { rate: N / seconds, seconds, failed };
+  return { cold, warm };
 }
 
 const list = (xs, f = (x) => x.toFixed(0)) => xs.map(f).join(' ');
@@ -191,15 +204,16 @@ try {
   try {
     for (let i = 1; i <= ROUNDS; i++) {
       console.log(`round ${i}:`);
+      const both = (r, unit) => `${r.cold.rate.toFixed(0)} then ${r.warm.rate.toFixed(0)} ${unit} (${r.cold.seconds.toFixed(2)} s, ${r.warm.seconds.toFixed(2)} s)`;
       const inproc = await ours(dir, 'inproc', i);
-      console.log(`  task-manager, in-process worker: ${inproc.rate.toFixed(0)} tasks/s (${inproc.seconds.toFixed(2)} s, ${inproc.failed} refused, durable after kill -9: ${inproc.durable})`);
+      console.log(`  task-manager, in-process worker: ${both(inproc, 'tasks/s')}, ${inproc.failed} refused, durable after kill -9: ${inproc.durable}`);
       console.log(`    ${inproc.writer}`);
       const http = await ours(dir, 'http', i);
-      console.log(`  task-manager, remote HTTP worker: ${http.rate.toFixed(0)} tasks/s (${http.seconds.toFixed(2)} s, ${http.failed} refused, durable after kill -9: ${http.durable})`);
+      console.log(`  task-manager, remote HTTP worker: ${both(http, 'tasks/s')}, ${http.failed} refused, durable after kill -9: ${http.durable}`);
       const bull = await bullmq();
-      console.log(`  BullMQ (Redis, concurrency ${CONCURRENCY}): ${bull.rate.toFixed(0)} jobs/s (${bull.seconds.toFixed(2)} s)`);
+      console.log(`  BullMQ (Redis, concurrency ${CONCURRENCY}): ${both(bull, 'jobs/s')}`);
       const aof = redis ? await bullmq(redis.port) : null;
-      if (aof) console.log(`  BullMQ (Redis with appendfsync always, concurrency ${CONCURRENCY}): ${aof.rate.toFixed(0)} jobs/s (${aof.seconds.toFixed(2)} s)`);
+      if (aof) console.log(`  BullMQ (Redis with appendfsync always, concurrency ${CONCURRENCY}): ${both(aof, 'jobs/s')}`);
       rounds.push({ inproc, http, bull, aof });
     }
   } finally {
@@ -209,20 +223,28 @@ try {
   // Medians over the rounds; each ratio is taken within its round, then the median of those.
   const m = (f) => median(rounds.map(f));
   const durable = rounds.every((r) => r.inproc.durable && r.http.durable);
-  const ratios = rounds.map((r) => r.inproc.rate / r.bull.rate);
-  if (ROUNDS > 1) {
-    console.log(
-      `per round: in-process ${list(rounds.map((r) => r.inproc.rate))}; HTTP worker ${list(rounds.map((r) => r.http.rate))}; ` +
-        `BullMQ ${list(rounds.map((r) => r.bull.rate))}${redis ? `; BullMQ appendfsync always ${list(rounds.map((r) => r.aof.rate))}` : ''}; ` +
-        `ratio ${list(ratios, (x) => x.toFixed(2))}`,
-    );
-  }
-  const aofLine = redis
-    ? `bullmq_aof_always_per_s=${m((r) => r.aof.rate).toFixed(0)} ratio_vs_aof_always=${m((r) => r.inproc.rate / r.aof.rate).toFixed(2)}`
-    : 'bullmq_aof_always_per_s=skipped (no redis-server)';
+  const summary = (phase) => {
+    const ratios = rounds.map((r) => r.inproc[phase].rate / r.bull[phase].rate);
+    if (ROUNDS > 1) {
+      console.log(
+        `${phase}, per round: in-process ${list(rounds.map((r) => r.inproc[phase].rate))}; HTTP worker ${list(rounds.map((r) => r.http[phase].rate))}; ` +
+          `BullMQ ${list(rounds.map((r) => r.bull[phase].rate))}${redis ? `; BullMQ appendfsync always ${list(rounds.map((r) => r.aof[phase].rate))}` : ''}; ` +
+          `ratio ${list(ratios, (x) => x.toFixed(2))}`,
+      );
+    }
+    return {
+      http: `http_worker_per_s=${m((r) => r.http[phase].rate).toFixed(0)} http_ratio=${m((r) => r.http[phase].rate / r.bull[phase].rate).toFixed(2)}`,
+      aof: redis
+        ? `bullmq_aof_always_per_s=${m((r) => r.aof[phase].rate).toFixed(0)} ratio_vs_aof_always=${m((r) => r.inproc[phase].rate / r.aof[phase].rate).toFixed(2)}`
+        : 'bullmq_aof_always_per_s=skipped (no redis-server)',
+      main: `tasks_per_s=${m((r) => r.inproc[phase].rate).toFixed(0)} bullmq_per_s=${m((r) => r.bull[phase].rate).toFixed(0)} ratio=${median(ratios).toFixed(2)}`,
+    };
+  };
+  const cold = summary('cold');
+  const warm = summary('warm');
   console.log(
-    `http_worker_per_s=${m((r) => r.http.rate).toFixed(0)} http_ratio=${m((r) => r.http.rate / r.bull.rate).toFixed(2)}\n${aofLine}\n` +
-      `tasks_per_s=${m((r) => r.inproc.rate).toFixed(0)} bullmq_per_s=${m((r) => r.bull.rate).toFixed(0)} ratio=${median(ratios).toFixed(2)} durable=${durable ? 'yes' : 'no'}`,
+    `cold (each process's first ${N}): ${cold.main} ${cold.http} ${cold.aof}\n` +
+      `warm (the next ${N}):\n${warm.http}\n${warm.aof}\n${warm.main} durable=${durable ? 'yes' : 'no'}`,
   );
 } finally {
   rmSync(dir, { recursive: true, force: true });
