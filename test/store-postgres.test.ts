@@ -61,6 +61,53 @@ describe('PostgresTaskStore specifics', () => {
     }
   });
 
+  it('inserts the creates of one turn in one transaction, in call order; a bad one fails alone; close waits for queued ones', async () => {
+    const schema = uniqueSchema();
+    try {
+      let store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+      const task = (id = newTaskId()) => ({
+        id,
+        taskType: 'text_generation' as const,
+        modelName: 'm',
+        inputData: { prompt: 'x' },
+        parameters: {},
+        priority: 0,
+        maxAttempts: 1,
+        timeoutMs: 1000,
+        createdAt: Date.now(),
+      });
+      const xmins = async (ids: string[]) =>
+        (await store.pool.query('SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)', [ids])).rows[0].n;
+      const seqOrder = async () => (await store.pool.query('SELECT id FROM tasks ORDER BY seq')).rows.map((r) => r.id);
+
+      const batch = Array.from({ length: 20 }, () => task());
+      const created = await Promise.all(batch.map((t) => store.createTask(t)));
+      expect(created.map((t) => [t.id, t.status])).toEqual(batch.map((t) => [t.id, 'pending']));
+      expect(await xmins(batch.map((t) => t.id))).toBe(1);
+      expect(await seqOrder()).toEqual(batch.map((t) => t.id));
+
+      // A create reusing an id fails; the others of its turn are still created, in order.
+      const next = Array.from({ length: 6 }, () => task());
+      next[3] = task(batch[0].id);
+      const settled = await Promise.allSettled(next.map((t) => store.createTask(t)));
+      expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+      const good = next.filter((_, i) => i !== 3).map((t) => t.id);
+      expect(await seqOrder()).toEqual([...batch.map((t) => t.id), ...good]);
+      expect((await store.counts()).find((c) => c.status === 'pending')?.current).toBe(25);
+
+      // Closing right after a create: the create is inserted before the pool ends.
+      const late = task();
+      const pending = store.createTask(late);
+      await store.close();
+      await expect(pending).resolves.toMatchObject({ id: late.id, status: 'pending' });
+      store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+      expect(await store.getTask(late.id)).toMatchObject({ id: late.id, status: 'pending' });
+      await store.close();
+    } finally {
+      await dropSchema(schema);
+    }
+  });
+
   it('reports SERVICE_UNAVAILABLE when the database cannot be reached', async () => {
     await expect(PostgresTaskStore.open({ url: 'postgres://postgres@127.0.0.1:1/test', schema: 'x' })).rejects.toMatchObject({
       code: 'SERVICE_UNAVAILABLE',

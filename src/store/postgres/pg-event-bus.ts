@@ -160,7 +160,8 @@ export class PgEventBus implements EventBus {
     if (!batch.length) return;
     // Lost notifications cost latency only: waiting leases also re-check when their wait ends.
     this.opts.pool
-      .query('SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p', [this.opts.channel, batch])
+      // Named: prepared once per connection instead of parsed on every flush.
+      .query({ name: 'task_manager_notify', text: 'SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p', values: [this.opts.channel, batch] })
       .catch((err) => this.onError?.(err));
   }
 

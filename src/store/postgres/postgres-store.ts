@@ -34,6 +34,7 @@ import {
   type ArtifactRow,
   type DeliveryRow,
   type EventRow,
+  type InsertRow,
   type SummaryRow,
   type TaskRow,
   type WorkerRow,
@@ -43,6 +44,7 @@ import { loadCommands, loadMigrations } from '../sql-files.js';
 
 const COMMANDS = [
   'insert_task',
+  'insert_tasks',
   'insert_task_leased',
   'get_task',
   'lease_tasks',
@@ -117,6 +119,9 @@ export class PostgresTaskStore implements TaskStore {
   readonly answersInCommitOrder = false;
   private readonly listSql = new Map<string, { page: string; total: string }>();
   private closed = false;
+  /** Creates of this turn of the event loop, inserted together (`flushCreates`). */
+  private creates: Array<{ row: InsertRow; resolve: (t: TaskRecord) => void; reject: (err: unknown) => void }> = [];
+  private createsScheduled = false;
 
   private constructor(
     readonly pool: pg.Pool,
@@ -152,10 +157,45 @@ export class PostgresTaskStore implements TaskStore {
 
   async createTask(t: NewTask): Promise<TaskRecord> {
     const lease = t.lease;
-    const [row] = lease
-      ? await this.run<TaskRow>('insert_task_leased', [...insertRow(t), lease.workerId, lease.token, lease.expiresAt])
-      : await this.run<TaskRow>('insert_task', insertRow(t));
-    return rowToTask(row);
+    if (lease) return rowToTask((await this.run<TaskRow>('insert_task_leased', [...insertRow(t), lease.workerId, lease.token, lease.expiresAt]))[0]);
+    if (this.closed) throw new StoreUnavailableError('Task store is closed');
+    // Group commit: one statement, one round trip and one commit for every create of this
+    // turn, where a statement each took about four times the database's time.
+    return new Promise((resolve, reject) => {
+      this.creates.push({ row: insertRow(t), resolve, reject });
+      if (!this.createsScheduled) {
+        this.createsScheduled = true;
+        setImmediate(() => this.flushCreates());
+      }
+    });
+  }
+
+  /** Sends this turn's creates; settles when each of them has. */
+  private flushCreates(): Promise<unknown> {
+    this.createsScheduled = false;
+    const batch = this.creates;
+    this.creates = [];
+    if (batch.length === 0) return Promise.resolve();
+    const one = ({ row, resolve, reject }: (typeof batch)[number]) =>
+      this.run<TaskRow>('insert_task', row).then(([r]) => resolve(rowToTask(r)), reject);
+    if (batch.length === 1) return one(batch[0]);
+    // Columns of insert_tasks.sql: the row's fields but updated_at (index 9, = created_at).
+    const columns = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11].map((i) => batch.map((c) => c.row[i]));
+    return this.run<TaskRow>('insert_tasks', columns).then(
+      (rows) => {
+        const byId = new Map(rows.map((r) => [r.id, r]));
+        for (const c of batch) {
+          const r = byId.get(c.row[0] as string);
+          if (r) c.resolve(rowToTask(r));
+          else c.reject(new Error(`task ${String(c.row[0])} was not returned by its insert`));
+        }
+      },
+      (err) => {
+        if (err instanceof StoreUnavailableError) for (const c of batch) c.reject(err);
+        // One statement fails as a whole: each create on its own, in order, so only a bad one fails.
+        else return batch.reduce<Promise<unknown>>((prev, c) => prev.then(() => one(c)), Promise.resolve());
+      },
+    );
   }
 
   /** Runs `fn` in one transaction on one pooled connection. */
@@ -496,7 +536,10 @@ export class PostgresTaskStore implements TaskStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    // Creates already queued are inserted (or fail) before the pool stops taking queries.
+    const creates = this.flushCreates();
     this.closed = true;
+    await creates;
     await this.pool.end();
   }
 }
