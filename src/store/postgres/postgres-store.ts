@@ -112,7 +112,8 @@ export function poolConfig(opts: PostgresStoreOptions): pg.PoolConfig {
 
 /**
  * The scale-out store: any number of nodes share it. Every method is one statement (one
- * transaction); leases use FOR UPDATE SKIP LOCKED so concurrent workers never collide.
+ * transaction), and the creates of one turn of the event loop share one; leases use
+ * FOR UPDATE SKIP LOCKED so concurrent workers never collide.
  */
 export class PostgresTaskStore implements TaskStore {
   readonly kind = 'postgres' as const;
