@@ -108,6 +108,40 @@ describe('PostgresTaskStore specifics', () => {
     }
   });
 
+  it('splits a large turn of creates into statements of at most 500 rows or about 8 MiB, in call order', async () => {
+    const schema = uniqueSchema();
+    try {
+      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+      const task = (prompt = 'x') => ({
+        id: newTaskId(),
+        taskType: 'text_generation' as const,
+        modelName: 'm',
+        inputData: { prompt },
+        parameters: {},
+        priority: 0,
+        maxAttempts: 1,
+        timeoutMs: 1000,
+        createdAt: Date.now(),
+      });
+      const statements = async (ids: string[]) =>
+        (await store.pool.query('SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)', [ids])).rows[0].n;
+
+      const many = Array.from({ length: 1_200 }, () => task());
+      await Promise.all(many.map((t) => store.createTask(t)));
+      expect(await statements(many.map((t) => t.id))).toBe(3);
+
+      const big = Array.from({ length: 5 }, () => task('y'.repeat(3 * 1024 * 1024)));
+      await Promise.all(big.map((t) => store.createTask(t)));
+      expect(await statements(big.map((t) => t.id))).toBe(2);
+
+      const order = (await store.pool.query('SELECT id FROM tasks ORDER BY seq')).rows.map((r) => r.id);
+      expect(order).toEqual([...many, ...big].map((t) => t.id));
+      await store.close();
+    } finally {
+      await dropSchema(schema);
+    }
+  });
+
   it('reports SERVICE_UNAVAILABLE when the database cannot be reached', async () => {
     await expect(PostgresTaskStore.open({ url: 'postgres://postgres@127.0.0.1:1/test', schema: 'x' })).rejects.toMatchObject({
       code: 'SERVICE_UNAVAILABLE',

@@ -84,6 +84,17 @@ export function quoteIdent(name: string): string {
   return `"${name}"`;
 }
 
+interface QueuedCreate {
+  row: InsertRow;
+  resolve: (t: TaskRecord) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Bounds on one multi-row insert: PostgreSQL refuses a message over 1 GiB, and a smaller statement answers its creates sooner. */
+const CREATES_PER_STATEMENT = 500;
+const CREATE_BYTES_PER_STATEMENT = 8 * 1024 * 1024;
+const createBytes = (row: InsertRow): number => row[3].length + row[4].length + 256;
+
 /** Error classes (SQLSTATE) and socket errors that mean the database is not usable now. */
 export function isUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string } | null;
@@ -120,9 +131,12 @@ export class PostgresTaskStore implements TaskStore {
   readonly answersInCommitOrder = false;
   private readonly listSql = new Map<string, { page: string; total: string }>();
   private closed = false;
+  /** Set by close(): no new creates; those queued still go in. */
+  private closing = false;
   /** Creates of this turn of the event loop, inserted together (`flushCreates`). */
-  private creates: Array<{ row: InsertRow; resolve: (t: TaskRecord) => void; reject: (err: unknown) => void }> = [];
+  private creates: QueuedCreate[] = [];
   private createsScheduled = false;
+  private readonly createsInFlight = new Set<Promise<unknown>>();
 
   private constructor(
     readonly pool: pg.Pool,
@@ -159,7 +173,7 @@ export class PostgresTaskStore implements TaskStore {
   async createTask(t: NewTask): Promise<TaskRecord> {
     const lease = t.lease;
     if (lease) return rowToTask((await this.run<TaskRow>('insert_task_leased', [...insertRow(t), lease.workerId, lease.token, lease.expiresAt]))[0]);
-    if (this.closed) throw new StoreUnavailableError('Task store is closed');
+    if (this.closing) throw new StoreUnavailableError('Task store is closed');
     // Group commit: one statement, one round trip and one commit for every create of this
     // turn, where a statement each took about four times the database's time.
     return new Promise((resolve, reject) => {
@@ -177,26 +191,49 @@ export class PostgresTaskStore implements TaskStore {
     const batch = this.creates;
     this.creates = [];
     if (batch.length === 0) return Promise.resolve();
-    const one = ({ row, resolve, reject }: (typeof batch)[number]) =>
-      this.run<TaskRow>('insert_task', row).then(([r]) => resolve(rowToTask(r)), reject);
+    const sent = this.insertCreates(batch).finally(() => this.createsInFlight.delete(sent));
+    this.createsInFlight.add(sent);
+    return sent;
+  }
+
+  /** In statements of at most CREATES_PER_STATEMENT rows and about CREATE_BYTES_PER_STATEMENT, one after another. */
+  private async insertCreates(batch: QueuedCreate[]): Promise<void> {
+    let from = 0;
+    while (from < batch.length) {
+      let to = from;
+      let bytes = 0;
+      while (to < batch.length && to - from < CREATES_PER_STATEMENT && (to === from || bytes < CREATE_BYTES_PER_STATEMENT)) {
+        bytes += createBytes(batch[to].row);
+        to++;
+      }
+      await this.insertTogether(batch.slice(from, to));
+      from = to;
+    }
+  }
+
+  private async insertTogether(batch: QueuedCreate[]): Promise<void> {
+    const one = ({ row, resolve, reject }: QueuedCreate) => this.run<TaskRow>('insert_task', row).then(([r]) => resolve(rowToTask(r)), reject);
     if (batch.length === 1) return one(batch[0]);
     // Columns of insert_tasks.sql: the row's fields but updated_at (index 9, = created_at).
     const columns = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11].map((i) => batch.map((c) => c.row[i]));
-    return this.run<TaskRow>('insert_tasks', columns).then(
-      (rows) => {
-        const byId = new Map(rows.map((r) => [r.id, r]));
-        for (const c of batch) {
-          const r = byId.get(c.row[0] as string);
-          if (r) c.resolve(rowToTask(r));
-          else c.reject(new Error(`task ${String(c.row[0])} was not returned by its insert`));
-        }
-      },
-      (err) => {
-        if (err instanceof StoreUnavailableError) for (const c of batch) c.reject(err);
-        // One statement fails as a whole: each create on its own, in order, so only a bad one fails.
-        else return batch.reduce<Promise<unknown>>((prev, c) => prev.then(() => one(c)), Promise.resolve());
-      },
-    );
+    let rows: TaskRow[];
+    try {
+      rows = await this.run<TaskRow>('insert_tasks', columns);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) {
+        for (const c of batch) c.reject(err);
+        return;
+      }
+      // One statement fails as a whole: each create on its own, in order, so only a bad one fails.
+      for (const c of batch) await one(c);
+      return;
+    }
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    for (const c of batch) {
+      const r = byId.get(c.row[0]);
+      if (r) c.resolve(rowToTask(r));
+      else c.reject(new Error(`task ${c.row[0]} was not returned by its insert`));
+    }
   }
 
   /** Runs `fn` in one transaction on one pooled connection. */
@@ -536,11 +573,12 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closing) return;
+    this.closing = true;
     // Creates already queued are inserted (or fail) before the pool stops taking queries.
-    const creates = this.flushCreates();
+    this.flushCreates();
+    await Promise.allSettled([...this.createsInFlight]);
     this.closed = true;
-    await creates;
     await this.pool.end();
   }
 }
