@@ -142,6 +142,48 @@ describe('PostgresTaskStore specifics', () => {
     }
   });
 
+  it('completes the completions of one turn in one transaction, each with its own outcome', async () => {
+    const schema = uniqueSchema();
+    try {
+      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+      const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
+      const at = Date.now();
+      await Promise.all(
+        Array.from({ length: 12 }, () =>
+          store.createTask({ id: newTaskId(), ...models[0], inputData: { prompt: 'x' }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 60_000, createdAt: at }),
+        ),
+      );
+      const leased = await store.leaseTasks({ workerId: 'w', models, limit: 12, leaseMs: 60_000, now: at + 1 });
+      expect(leased).toHaveLength(12);
+      const [cancelled, staleOne, twice, ...rest] = leased;
+      expect((await store.cancelTask(cancelled.task.id, at + 2)).kind).toBe('cancelled');
+
+      const outcomes = await Promise.all([
+        store.completeTask(cancelled.task.id, cancelled.leaseToken, { n: 0 }, at + 3),
+        store.completeTask(staleOne.task.id, 'not-the-token', { n: 1 }, at + 3),
+        store.completeTask(twice.task.id, twice.leaseToken, { n: 2 }, at + 3),
+        store.completeTask(twice.task.id, twice.leaseToken, { n: 2 }, at + 3),
+        ...rest.map((l, i) => store.completeTask(l.task.id, l.leaseToken, { n: 3 + i }, at + 3)),
+      ]);
+      expect(outcomes.map((o) => o.kind)).toEqual(['cancelled', 'stale', expect.any(String), expect.any(String), ...rest.map(() => 'ok')]);
+      // The same completion twice in one turn: exactly one of them completes the task.
+      expect([outcomes[2].kind, outcomes[3].kind].sort()).toEqual(['ok', 'stale']);
+      for (const [i, l] of rest.entries()) {
+        expect(outcomes[4 + i]).toMatchObject({ kind: 'ok', task: { id: l.task.id, status: 'completed', result: { n: 3 + i }, completedAt: at + 3 } });
+      }
+      const { rows } = await store.pool.query('SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)', [rest.map((l) => l.task.id)]);
+      expect(rows[0].n).toBe(1);
+      expect(Object.fromEntries((await store.counts()).filter((c) => c.current > 0).map((c) => [c.status, c.current]))).toEqual({
+        cancelled: 1,
+        completed: 10,
+        running: 1,
+      });
+      await store.close();
+    } finally {
+      await dropSchema(schema);
+    }
+  });
+
   it('reports SERVICE_UNAVAILABLE when the database cannot be reached', async () => {
     await expect(PostgresTaskStore.open({ url: 'postgres://postgres@127.0.0.1:1/test', schema: 'x' })).rejects.toMatchObject({
       code: 'SERVICE_UNAVAILABLE',

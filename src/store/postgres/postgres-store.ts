@@ -50,6 +50,7 @@ const COMMANDS = [
   'lease_tasks',
   'heartbeat',
   'complete_task',
+  'complete_tasks',
   'fail_task',
   'release_task',
   'cancel_task',
@@ -84,16 +85,70 @@ export function quoteIdent(name: string): string {
   return `"${name}"`;
 }
 
-interface QueuedCreate {
-  row: InsertRow;
-  resolve: (t: TaskRecord) => void;
+interface Queued<T> {
+  resolve: (out: T) => void;
   reject: (err: unknown) => void;
 }
+type QueuedCreate = Queued<TaskRecord> & { row: InsertRow };
+type QueuedCompletion = Queued<LeaseOutcome> & { id: string; leaseToken: string; result: string; now: number };
 
-/** Bounds on one multi-row insert: PostgreSQL refuses a message over 1 GiB, and a smaller statement answers its creates sooner. */
-const CREATES_PER_STATEMENT = 500;
-const CREATE_BYTES_PER_STATEMENT = 8 * 1024 * 1024;
-const createBytes = (row: InsertRow): number => row[3].length + row[4].length + 256;
+/**
+ * Group commit on PostgreSQL: what one turn of the event loop queued goes in one statement,
+ * one round trip and one commit, where a statement each took about four times the
+ * database's time. At most 500 rows or about 8 MiB go in one statement (PostgreSQL refuses
+ * a message over 1 GiB); a larger turn goes in several, one after another, in order.
+ */
+class TurnBatcher<I> {
+  private queued: I[] = [];
+  private scheduled = false;
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly send: (items: I[]) => Promise<void>,
+    private readonly bytes: (item: I) => number,
+  ) {}
+
+  add(item: I): void {
+    this.queued.push(item);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  has(match: (item: I) => boolean): boolean {
+    return this.queued.some(match);
+  }
+
+  /** Sends what is queued now, and settles when everything sent so far has. */
+  drain(): Promise<unknown> {
+    this.flush();
+    return Promise.allSettled([...this.inFlight]);
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const items = this.queued;
+    this.queued = [];
+    if (items.length === 0) return;
+    const sent = this.sendInStatements(items).finally(() => this.inFlight.delete(sent));
+    this.inFlight.add(sent);
+  }
+
+  private async sendInStatements(items: I[]): Promise<void> {
+    let from = 0;
+    while (from < items.length) {
+      let to = from;
+      let bytes = 0;
+      while (to < items.length && to - from < ROWS_PER_STATEMENT && (to === from || bytes < BYTES_PER_STATEMENT)) bytes += this.bytes(items[to++]);
+      await this.send(items.slice(from, to));
+      from = to;
+    }
+  }
+}
+
+const ROWS_PER_STATEMENT = 500;
+const BYTES_PER_STATEMENT = 8 * 1024 * 1024;
 
 /** Error classes (SQLSTATE) and socket errors that mean the database is not usable now. */
 export function isUnavailable(err: unknown): boolean {
@@ -131,12 +186,16 @@ export class PostgresTaskStore implements TaskStore {
   readonly answersInCommitOrder = false;
   private readonly listSql = new Map<string, { page: string; total: string }>();
   private closed = false;
-  /** Set by close(): no new creates; those queued still go in. */
+  /** Set by close(): no new creates or completions; those queued still go in. */
   private closing = false;
-  /** Creates of this turn of the event loop, inserted together (`flushCreates`). */
-  private creates: QueuedCreate[] = [];
-  private createsScheduled = false;
-  private readonly createsInFlight = new Set<Promise<unknown>>();
+  private readonly creates = new TurnBatcher<QueuedCreate>(
+    (batch) => this.insertTogether(batch),
+    (c) => c.row[3].length + c.row[4].length + 256,
+  );
+  private readonly completions = new TurnBatcher<QueuedCompletion>(
+    (batch) => this.completeTogether(batch),
+    (c) => c.result.length + 128,
+  );
 
   private constructor(
     readonly pool: pg.Pool,
@@ -174,67 +233,50 @@ export class PostgresTaskStore implements TaskStore {
     const lease = t.lease;
     if (lease) return rowToTask((await this.run<TaskRow>('insert_task_leased', [...insertRow(t), lease.workerId, lease.token, lease.expiresAt]))[0]);
     if (this.closing) throw new StoreUnavailableError('Task store is closed');
-    // Group commit: one statement, one round trip and one commit for every create of this
-    // turn, where a statement each took about four times the database's time.
-    return new Promise((resolve, reject) => {
-      this.creates.push({ row: insertRow(t), resolve, reject });
-      if (!this.createsScheduled) {
-        this.createsScheduled = true;
-        setImmediate(() => this.flushCreates());
-      }
+    return new Promise((resolve, reject) => this.creates.add({ row: insertRow(t), resolve, reject }));
+  }
+
+  private insertTogether(batch: QueuedCreate[]): Promise<void> {
+    // Columns of insert_tasks.sql: the row's fields but updated_at (index 9, = created_at).
+    const columns = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11].map((i) => batch.map((c) => c.row[i]));
+    return this.together(batch, (c) => c.row[0], () => this.run<TaskRow>('insert_tasks', columns), {
+      alone: (c) => this.run<TaskRow>('insert_task', c.row).then(([r]) => c.resolve(rowToTask(r)), c.reject),
+      found: (c, r) => c.resolve(rowToTask(r)),
+      missing: (c) => c.reject(new Error(`task ${c.row[0]} was not returned by its insert`)),
     });
   }
 
-  /** Sends this turn's creates; settles when each of them has. */
-  private flushCreates(): Promise<unknown> {
-    this.createsScheduled = false;
-    const batch = this.creates;
-    this.creates = [];
-    if (batch.length === 0) return Promise.resolve();
-    const sent = this.insertCreates(batch).finally(() => this.createsInFlight.delete(sent));
-    this.createsInFlight.add(sent);
-    return sent;
-  }
-
-  /** In statements of at most CREATES_PER_STATEMENT rows and about CREATE_BYTES_PER_STATEMENT, one after another. */
-  private async insertCreates(batch: QueuedCreate[]): Promise<void> {
-    let from = 0;
-    while (from < batch.length) {
-      let to = from;
-      let bytes = 0;
-      while (to < batch.length && to - from < CREATES_PER_STATEMENT && (to === from || bytes < CREATE_BYTES_PER_STATEMENT)) {
-        bytes += createBytes(batch[to].row);
-        to++;
-      }
-      await this.insertTogether(batch.slice(from, to));
-      from = to;
-    }
-  }
-
-  private async insertTogether(batch: QueuedCreate[]): Promise<void> {
-    const one = ({ row, resolve, reject }: QueuedCreate) => this.run<TaskRow>('insert_task', row).then(([r]) => resolve(rowToTask(r)), reject);
-    if (batch.length === 1) return one(batch[0]);
-    // Columns of insert_tasks.sql: the row's fields but updated_at (index 9, = created_at).
-    const columns = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11].map((i) => batch.map((c) => c.row[i]));
+  /**
+   * Runs one statement for a batch and settles each item by the row it returned. If the
+   * statement fails for anything but an unreachable database (a bad row, a deadlock with
+   * another node), each item goes on its own, in order, so that only a bad one fails.
+   */
+  private async together<I extends Queued<never>>(
+    batch: I[],
+    key: (item: I) => string,
+    statement: () => Promise<TaskRow[]>,
+    settle: { alone: (item: I) => Promise<void>; found: (item: I, row: TaskRow) => void; missing: (item: I) => void },
+  ): Promise<void> {
+    if (batch.length === 1) return settle.alone(batch[0]);
     let rows: TaskRow[];
     try {
-      rows = await this.run<TaskRow>('insert_tasks', columns);
+      rows = await statement();
     } catch (err) {
       if (err instanceof StoreUnavailableError) {
-        for (const c of batch) c.reject(err);
+        for (const item of batch) item.reject(err);
         return;
       }
-      // One statement fails as a whole: each create on its own, in order, so only a bad one fails.
-      for (const c of batch) await one(c);
+      for (const item of batch) await settle.alone(item);
       return;
     }
     const byId = new Map(rows.map((r) => [r.id, r]));
-    for (const c of batch) {
-      const r = byId.get(c.row[0]);
-      if (r) c.resolve(rowToTask(r));
-      else c.reject(new Error(`task ${c.row[0]} was not returned by its insert`));
+    for (const item of batch) {
+      const row = byId.get(key(item));
+      if (row) settle.found(item, row);
+      else settle.missing(item);
     }
   }
+
 
   /** Runs `fn` in one transaction on one pooled connection. */
   private async transaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -424,9 +466,24 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   // RETURNING gives the row in the same round trip: the caller's copy is not needed.
-  completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
-    return this.leaseWrite('complete_task', [id, leaseToken, JSON.stringify(result), now], id, leaseToken);
+  async completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
+    if (this.closing) throw new StoreUnavailableError('Task store is closed');
+    const json = JSON.stringify(result);
+    // The same task twice in one statement would update it once: a second one goes alone,
+    // and waits for the first to see what it left.
+    if (this.completions.has((c) => c.id === id)) return this.leaseWrite('complete_task', [id, leaseToken, json, now], id, leaseToken);
+    return new Promise((resolve, reject) => this.completions.add({ id, leaseToken, result: json, now, resolve, reject }));
   }
+
+  private completeTogether(batch: QueuedCompletion[]): Promise<void> {
+    const columns = [batch.map((c) => c.id), batch.map((c) => c.leaseToken), batch.map((c) => c.result), batch.map((c) => c.now)];
+    return this.together(batch, (c) => c.id, () => this.run<TaskRow>('complete_tasks', columns), {
+      alone: (c) => this.leaseWrite('complete_task', [c.id, c.leaseToken, c.result, c.now], c.id, c.leaseToken).then(c.resolve, c.reject),
+      found: (c, r) => c.resolve({ kind: 'ok', task: rowToTask(r) }),
+      missing: (c) => void this.leaseMiss(c.id, c.leaseToken).then(c.resolve, c.reject),
+    });
+  }
+
 
   failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome> {
     return this.leaseWrite('fail_task', [id, leaseToken, req.retryable, req.error.code, req.error.message, req.now], id, leaseToken);
@@ -575,9 +632,8 @@ export class PostgresTaskStore implements TaskStore {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    // Creates already queued are inserted (or fail) before the pool stops taking queries.
-    this.flushCreates();
-    await Promise.allSettled([...this.createsInFlight]);
+    // Creates and completions already queued are written (or fail) before the pool stops taking queries.
+    await Promise.all([this.creates.drain(), this.completions.drain()]);
     this.closed = true;
     await this.pool.end();
   }
