@@ -4,6 +4,7 @@ import { newTaskId } from '../src/core/ids.js';
 import { PostgresTaskStore } from '../src/store/postgres/postgres-store.js';
 import { runStoreConformance } from './conformance/store-conformance.js';
 import { dropSchema, PG_URL, uniqueSchema } from './helpers/pg.js';
+import { plainTask } from './helpers/tasks.js';
 
 runStoreConformance('postgres', async () => {
   const schema = uniqueSchema();
@@ -16,6 +17,11 @@ runStoreConformance('postgres', async () => {
     },
   };
 });
+
+/** How many transactions last wrote these tasks' rows (their distinct xmin). */
+async function transactionsOf(store: PostgresTaskStore, ids: string[]): Promise<number> {
+  return (await store.pool.query('SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)', [ids])).rows[0].n;
+}
 
 describe('PostgresTaskStore specifics', () => {
   it('nodes starting together migrate once, under the advisory lock', async () => {
@@ -50,7 +56,7 @@ describe('PostgresTaskStore specifics', () => {
       const sa = await PostgresTaskStore.open({ url: PG_URL, schema: a });
       const sb = await PostgresTaskStore.open({ url: PG_URL, schema: b });
       const id = newTaskId();
-      await sa.createTask({ id, taskType: 'text_generation', modelName: 'm', inputData: { prompt: 'x' }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: Date.now() });
+      await sa.createTask(plainTask(id));
       expect(await sa.getTask(id)).not.toBeNull();
       expect(await sb.getTask(id)).toBeNull();
       await sa.close();
@@ -65,25 +71,13 @@ describe('PostgresTaskStore specifics', () => {
     const schema = uniqueSchema();
     try {
       let store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
-      const task = (id = newTaskId()) => ({
-        id,
-        taskType: 'text_generation' as const,
-        modelName: 'm',
-        inputData: { prompt: 'x' },
-        parameters: {},
-        priority: 0,
-        maxAttempts: 1,
-        timeoutMs: 1000,
-        createdAt: Date.now(),
-      });
-      const xmins = async (ids: string[]) =>
-        (await store.pool.query('SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)', [ids])).rows[0].n;
+      const task = (id?: string) => plainTask(id);
       const seqOrder = async () => (await store.pool.query('SELECT id FROM tasks ORDER BY seq')).rows.map((r) => r.id);
 
       const batch = Array.from({ length: 20 }, () => task());
       const created = await Promise.all(batch.map((t) => store.createTask(t)));
       expect(created.map((t) => [t.id, t.status])).toEqual(batch.map((t) => [t.id, 'pending']));
-      expect(await xmins(batch.map((t) => t.id))).toBe(1);
+      expect(await transactionsOf(store, batch.map((t) => t.id))).toBe(1);
       expect(await seqOrder()).toEqual(batch.map((t) => t.id));
 
       // A create reusing an id fails; the others of its turn are still created, in order.
@@ -112,27 +106,15 @@ describe('PostgresTaskStore specifics', () => {
     const schema = uniqueSchema();
     try {
       const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
-      const task = (prompt = 'x') => ({
-        id: newTaskId(),
-        taskType: 'text_generation' as const,
-        modelName: 'm',
-        inputData: { prompt },
-        parameters: {},
-        priority: 0,
-        maxAttempts: 1,
-        timeoutMs: 1000,
-        createdAt: Date.now(),
-      });
-      const statements = async (ids: string[]) =>
-        (await store.pool.query('SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)', [ids])).rows[0].n;
+      const task = (prompt = 'x') => plainTask(undefined, Date.now(), prompt);
 
       const many = Array.from({ length: 1_200 }, () => task());
       await Promise.all(many.map((t) => store.createTask(t)));
-      expect(await statements(many.map((t) => t.id))).toBe(3);
+      expect(await transactionsOf(store, many.map((t) => t.id))).toBe(3);
 
       const big = Array.from({ length: 5 }, () => task('y'.repeat(3 * 1024 * 1024)));
       await Promise.all(big.map((t) => store.createTask(t)));
-      expect(await statements(big.map((t) => t.id))).toBe(2);
+      expect(await transactionsOf(store, big.map((t) => t.id))).toBe(2);
 
       const order = (await store.pool.query('SELECT id FROM tasks ORDER BY seq')).rows.map((r) => r.id);
       expect(order).toEqual([...many, ...big].map((t) => t.id));
@@ -150,7 +132,7 @@ describe('PostgresTaskStore specifics', () => {
       const at = Date.now();
       await Promise.all(
         Array.from({ length: 12 }, () =>
-          store.createTask({ id: newTaskId(), ...models[0], inputData: { prompt: 'x' }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 60_000, createdAt: at }),
+          store.createTask({ ...plainTask(undefined, at), timeoutMs: 60_000 }),
         ),
       );
       const leased = await store.leaseTasks({ workerId: 'w', models, limit: 12, leaseMs: 60_000, now: at + 1 });
@@ -171,8 +153,7 @@ describe('PostgresTaskStore specifics', () => {
       for (const [i, l] of rest.entries()) {
         expect(outcomes[4 + i]).toMatchObject({ kind: 'ok', task: { id: l.task.id, status: 'completed', result: { n: 3 + i }, completedAt: at + 3 } });
       }
-      const { rows } = await store.pool.query('SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)', [rest.map((l) => l.task.id)]);
-      expect(rows[0].n).toBe(1);
+      expect(await transactionsOf(store, rest.map((l) => l.task.id))).toBe(1);
       expect(Object.fromEntries((await store.counts()).filter((c) => c.current > 0).map((c) => [c.status, c.current]))).toEqual({
         cancelled: 1,
         completed: 10,
@@ -197,7 +178,7 @@ describe('PostgresTaskStore specifics', () => {
       const now = Date.now();
       await Promise.all(
         Array.from({ length: 200 }, (_, i) =>
-          store.createTask({ id: newTaskId(now + i), taskType: 'text_generation', modelName: 'm', inputData: { prompt: 'x' }, parameters: {}, priority: 0, maxAttempts: 1, timeoutMs: 1000, createdAt: now + i }),
+          store.createTask(plainTask(newTaskId(now + i), now + i, 'x')),
         ),
       );
       const leased = (

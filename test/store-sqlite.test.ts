@@ -5,6 +5,7 @@ import { SqliteTaskStore } from '../src/store/sqlite/sqlite-store.js';
 import { loadMigrations } from '../src/store/sql-files.js';
 import { runStoreConformance } from './conformance/store-conformance.js';
 import { tempDir } from './helpers/server.js';
+import { plainTask } from './helpers/tasks.js';
 
 runStoreConformance('sqlite', async () => {
   const dir = tempDir();
@@ -18,18 +19,6 @@ runStoreConformance('sqlite', async () => {
   };
 });
 
-/** A new text-generation task for model "m". */
-const newTask = (id: string, createdAt = Date.now(), prompt = 'p') => ({
-  id,
-  taskType: 'text_generation' as const,
-  modelName: 'm',
-  inputData: { prompt },
-  parameters: {},
-  priority: 0,
-  maxAttempts: 1,
-  timeoutMs: 1000,
-  createdAt,
-});
 
 describe('SqliteTaskStore specifics', () => {
   it('keeps tasks across close and reopen', async () => {
@@ -37,7 +26,7 @@ describe('SqliteTaskStore specifics', () => {
     const path = join(dir.path, 'tasks.db');
     const s1 = SqliteTaskStore.open({ path });
     const id = newTaskId();
-    await s1.createTask(newTask(id));
+    await s1.createTask(plainTask(id));
     await s1.close();
     const s2 = SqliteTaskStore.open({ path });
     expect((await s2.getTask(id))?.status).toBe('pending');
@@ -51,7 +40,7 @@ describe('SqliteTaskStore specifics', () => {
     const now = Date.now();
     const created = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
-        store.createTask(newTask(newTaskId(now + i), now + i, String(i))),
+        store.createTask(plainTask(newTaskId(now + i), now + i, String(i))),
       ),
     );
     expect(new Set(created.map((t) => t.id)).size).toBe(200);
@@ -144,8 +133,8 @@ describe('SqliteTaskStore specifics', () => {
     const now = Date.now();
     const a = newTaskId(now);
     const b = newTaskId(now + 1);
-    await store.createTask(newTask(a, now));
-    await store.createTask(newTask(b, now + 1));
+    await store.createTask(plainTask(a, now));
+    await store.createTask(plainTask(b, now + 1));
     const leased = await store.leaseTasks({ workerId: 'w1', models: [{ taskType: 'text_generation', modelName: 'm' }], limit: 2, leaseMs: 30_000, now: now + 2 });
     const token = (id: string) => leased.find((l) => l.task.id === id)!.leaseToken;
     const appended = await store.appendEvents(a, token(a), [{ text: 'Hel' }, { text: 'lo', progress: 0.5 }], now + 3);
@@ -178,7 +167,7 @@ describe('SqliteTaskStore specifics', () => {
     const a = newTaskId(now);
     const b = newTaskId(now + 1);
     // Same turn, so same batch: the duplicate id breaks a UNIQUE constraint mid-batch.
-    const [ra, rdup, rb] = await Promise.allSettled([store.createTask(newTask(a, now)), store.createTask(newTask(a, now)), store.createTask(newTask(b, now))]);
+    const [ra, rdup, rb] = await Promise.allSettled([store.createTask(plainTask(a, now)), store.createTask(plainTask(a, now)), store.createTask(plainTask(b, now))]);
     expect(ra.status).toBe('fulfilled');
     expect(rdup.status).toBe('rejected');
     expect(String((rdup as PromiseRejectedResult).reason)).toMatch(/UNIQUE/);
@@ -194,7 +183,7 @@ describe('SqliteTaskStore specifics', () => {
   it('answers SERVICE_UNAVAILABLE, in writes and in ping, once its writer thread is gone', async () => {
     const dir = tempDir();
     const store = SqliteTaskStore.open({ path: join(dir.path, 'tasks.db') });
-    const t = newTask(newTaskId());
+    const t = plainTask(newTaskId());
     await store.createTask(t);
     await (store as unknown as { thread: { terminate(): Promise<number> } }).thread.terminate();
     await expect(store.createTask({ ...t, id: newTaskId() })).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
@@ -211,7 +200,7 @@ describe('SqliteTaskStore specifics', () => {
     const store = SqliteTaskStore.open({ path });
     const now = Date.now();
     const pending = Array.from({ length: 100 }, (_, i) =>
-      store.createTask(newTask(newTaskId(now + i), now + i, String(i))),
+      store.createTask(plainTask(newTaskId(now + i), now + i, String(i))),
     );
     await store.close();
     const created = await Promise.all(pending);
