@@ -98,7 +98,7 @@ type QueuedCompletion = Queued<LeaseOutcome> & { id: string; leaseToken: string;
  * database's time. At most 500 rows or about 8 MiB go in one statement (PostgreSQL refuses
  * a message over 1 GiB); a larger turn goes in several, one after another, in order.
  */
-class TurnBatcher<I> {
+class TurnBatcher<I extends Queued<never>> {
   private queued: I[] = [];
   private scheduled = false;
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -141,7 +141,9 @@ class TurnBatcher<I> {
       let to = from;
       let bytes = 0;
       while (to < items.length && to - from < ROWS_PER_STATEMENT && (to === from || bytes < BYTES_PER_STATEMENT)) bytes += this.bytes(items[to++]);
-      await this.send(items.slice(from, to));
+      const statement = items.slice(from, to);
+      // `send` settles every item; should it throw, none is left waiting (a settled one stays so).
+      await this.send(statement).catch((err: unknown) => statement.forEach((item) => item.reject(err)));
       from = to;
     }
   }
@@ -178,8 +180,8 @@ export function poolConfig(opts: PostgresStoreOptions): pg.PoolConfig {
 
 /**
  * The scale-out store: any number of nodes share it. Every method is one statement (one
- * transaction), and the creates of one turn of the event loop share one; leases use
- * FOR UPDATE SKIP LOCKED so concurrent workers never collide.
+ * transaction), but the creates, and the completions, of one turn of the event loop share
+ * one (`TurnBatcher`); leases use FOR UPDATE SKIP LOCKED so concurrent workers never collide.
  */
 export class PostgresTaskStore implements TaskStore {
   readonly kind = 'postgres' as const;
@@ -276,7 +278,6 @@ export class PostgresTaskStore implements TaskStore {
       else settle.missing(item);
     }
   }
-
 
   /** Runs `fn` in one transaction on one pooled connection. */
   private async transaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -469,8 +470,8 @@ export class PostgresTaskStore implements TaskStore {
   async completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
     if (this.closing) throw new StoreUnavailableError('Task store is closed');
     const json = JSON.stringify(result);
-    // The same task twice in one statement would update it once: a second one goes alone,
-    // and waits for the first to see what it left.
+    // The same task twice in one statement would be updated once and both told ok: a second
+    // one goes in a statement of its own, and the row lock decides which of the two wins.
     if (this.completions.has((c) => c.id === id)) return this.leaseWrite('complete_task', [id, leaseToken, json, now], id, leaseToken);
     return new Promise((resolve, reject) => this.completions.add({ id, leaseToken, result: json, now, resolve, reject }));
   }
@@ -483,7 +484,6 @@ export class PostgresTaskStore implements TaskStore {
       missing: (c) => void this.leaseMiss(c.id, c.leaseToken).then(c.resolve, c.reject),
     });
   }
-
 
   failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome> {
     return this.leaseWrite('fail_task', [id, leaseToken, req.retryable, req.error.code, req.error.message, req.now], id, leaseToken);
