@@ -163,7 +163,7 @@ if (PG_URL) {
   try {
     rows = Number((await c.query(`SELECT count(*) AS n FROM "${PG_SCHEMA}".tasks`)).rows[0].n);
     counted = Number((await c.query(`SELECT coalesce(sum(current), 0) AS n FROM "${PG_SCHEMA}".task_counts WHERE status = 'pending'`)).rows[0].n);
-    integrity = 'ok'; // PostgreSQL checks its own pages; nothing to ask of it here
+    integrity = null; // no file of ours to check: PostgreSQL checks its own pages
   } finally {
     await c.query(`DROP SCHEMA IF EXISTS "${PG_SCHEMA}" CASCADE`);
     await c.end();
@@ -178,7 +178,7 @@ if (PG_URL) {
 const ourRuns = attempts.flatMap((a) => [a.warm.our, ...a.pairs.map((p) => p.our)]);
 const acked = ourRuns.reduce((n, r) => n + r.ok2xx, 0);
 const sent = ourRuns.reduce((n, r) => n + r.sent, 0);
-const durable = rows === acked && counted === rows && integrity === 'ok' && exit.signal === 'SIGKILL';
+const durable = rows === acked && counted === rows && (PG_URL ? true : integrity === 'ok') && exit.signal === 'SIGKILL';
 
 const all = attempts.flatMap((a, i) =>
   [a.warm.our, a.warm.bare, ...a.pairs.flatMap((p) => [p.our, p.bare])].map((r) => ({ ...r, title: attempts.length > 1 ? `#${i + 1} ${r.title}` : r.title })),
@@ -216,7 +216,7 @@ for (const n of notes) console.log(`  note: ${n}`);
 console.log();
 console.log(
   `durability: server killed with ${exit.signal ?? `exit ${exit.code}`}; requests sent=${sent}, 2xx counted=${acked}, ` +
-    `rows in tasks=${rows}, pending in task_counts=${counted}, quick_check=${integrity}`,
+    `rows in tasks=${rows}, pending in task_counts=${counted}${PG_URL ? '' : `, quick_check=${integrity}`}`,
 );
 console.log(writer);
 console.log(`durable=${durable ? 'yes' : 'no'}`);

@@ -71,18 +71,17 @@ describe('PostgresTaskStore specifics', () => {
     const schema = uniqueSchema();
     try {
       let store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
-      const task = (id?: string) => plainTask(id);
       const seqOrder = async () => (await store.pool.query('SELECT id FROM tasks ORDER BY seq')).rows.map((r) => r.id);
 
-      const batch = Array.from({ length: 20 }, () => task());
+      const batch = Array.from({ length: 20 }, () => plainTask());
       const created = await Promise.all(batch.map((t) => store.createTask(t)));
       expect(created.map((t) => [t.id, t.status])).toEqual(batch.map((t) => [t.id, 'pending']));
       expect(await transactionsOf(store, batch.map((t) => t.id))).toBe(1);
       expect(await seqOrder()).toEqual(batch.map((t) => t.id));
 
       // A create reusing an id fails; the others of its turn are still created, in order.
-      const next = Array.from({ length: 6 }, () => task());
-      next[3] = task(batch[0].id);
+      const next = Array.from({ length: 6 }, () => plainTask());
+      next[3] = plainTask(batch[0].id);
       const settled = await Promise.allSettled(next.map((t) => store.createTask(t)));
       expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
       const good = next.filter((_, i) => i !== 3).map((t) => t.id);
@@ -90,7 +89,7 @@ describe('PostgresTaskStore specifics', () => {
       expect((await store.counts()).find((c) => c.status === 'pending')?.current).toBe(25);
 
       // Closing right after a create: the create is inserted before the pool ends.
-      const late = task();
+      const late = plainTask();
       const pending = store.createTask(late);
       await store.close();
       await expect(pending).resolves.toMatchObject({ id: late.id, status: 'pending' });
