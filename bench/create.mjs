@@ -3,6 +3,7 @@
 //   npm run bench:create          (builds first)
 //   npm run bench:create:pg       (the same on PostgreSQL: BENCH_DATABASE_URL, default the local test database)
 //   BENCH_DURATION=10 BENCH_SLICES=5 BENCH_WARMUP=3 BENCH_CONNECTIONS=50 BENCH_RETRIES=2 node bench/create.mjs
+//   (and BENCH_EQUAL_RATE, BENCH_EQUAL_DURATION=4, BENCH_EQUAL_ROUNDS=2 for the equal-load runs)
 //
 // Two child-process servers, so autocannon (in this process) never shares their event loop:
 //   (a) the service (`node dist/cli/main.js serve`) on a fresh SQLite file, rate limit off,
@@ -15,6 +16,11 @@
 // CPU figures are totals over all slices. Before the slices the script waits for the machine
 // to be quiet; if another process still took CPU during a slice (shared machine), the whole
 // series is measured again, up to BENCH_RETRIES times, and the last series is reported.
+// Then both get the same fixed offered load (BENCH_EQUAL_RATE req/s, default 0.6 of (a)'s measured
+// rate; BENCH_EQUAL_ROUNDS alternations of BENCH_EQUAL_DURATION seconds) and the CPU each server
+// spends per request is reported, its main thread (the event loop) and all its threads: at a
+// fixed connection count throughput also depends on how long a durable answer takes, and this
+// line tells the two apart.
 // Finally (a) is SIGKILLed and the SQLite file must hold exactly one row per 2xx response
 // counted over all of its runs, warm-ups included: durable=yes. With --pg, (a) runs on
 // PostgreSQL (a fresh schema, dropped at the end) and the rows are counted there.
@@ -31,6 +37,10 @@ const SLICES = Math.max(1, Math.floor(envNumber('BENCH_SLICES', 5)));
 const WARMUP = envNumber('BENCH_WARMUP', 3);
 const CONNECTIONS = envNumber('BENCH_CONNECTIONS', 50);
 const RETRIES = Math.floor(envNumber('BENCH_RETRIES', 2, { allowZero: true }));
+/** Requests/s offered to each server in the equal-load runs; 0: 0.6 of the service's measured rate. */
+const EQUAL_RATE = envNumber('BENCH_EQUAL_RATE', 0, { allowZero: true });
+const EQUAL_DURATION = envNumber('BENCH_EQUAL_DURATION', 4);
+const EQUAL_ROUNDS = Math.max(1, Math.floor(envNumber('BENCH_EQUAL_ROUNDS', 2)));
 /** A measurement during which other processes used (or the hypervisor stole) more than this, in % of all cores, is redone. */
 // On PostgreSQL the database server's CPU is part of what is measured, not a disturbance.
 const MAX_OTHER_PCT = process.argv.includes('--pg') ? Infinity : envNumber('BENCH_MAX_OTHER_PCT', 10);
@@ -136,6 +146,24 @@ const our = combine('task-manager POST /tasks, all slices', last.pairs.map((p) =
 const bare = combine('bare fastify POST /tasks, all slices', last.pairs.map((p) => p.bare));
 const ratios = last.pairs.map((p) => p.ratio);
 
+// CPU per request at the same offered load: throughput at a fixed connection count mixes CPU
+// cost with the durable answer's latency (commit, fdatasync, two thread hops); this separates them.
+const equalRate = EQUAL_RATE || Math.max(1000, Math.round((0.6 * our.rps) / 1000) * 1000);
+const equal = { our: [], bare: [] };
+for (let i = 1; i <= EQUAL_ROUNDS; i++) {
+  const common = { method: 'POST', body: BODY, headers: HEADERS, connections: CONNECTIONS, durationS: EQUAL_DURATION, overallRate: equalRate };
+  equal.our.push(await measure({ ...common, url: `http://127.0.0.1:${ourPort}/tasks`, serverPid: ours.pid, title: `task-manager at ${equalRate} req/s, ${i}` }));
+  equal.bare.push(await measure({ ...common, url: `http://127.0.0.1:${barePort}/tasks`, serverPid: bareChild.pid, title: `bare fastify at ${equalRate} req/s, ${i}` }));
+}
+const perReq = (runs, f) => runs.reduce((n, r) => n + f(r) * r.responses, 0) / Math.max(1, runs.reduce((n, r) => n + r.responses, 0));
+const equalFig = {
+  ourMain: perReq(equal.our, (r) => r.serverMainCpuUsPerReq),
+  ourAll: perReq(equal.our, (r) => r.serverCpuUsPerReq),
+  bareMain: perReq(equal.bare, (r) => r.serverMainCpuUsPerReq),
+  bareAll: perReq(equal.bare, (r) => r.serverCpuUsPerReq),
+  rps: (runs) => runs.reduce((n, r) => n + r.ok2xx, 0) / runs.reduce((n, r) => n + r.elapsedS, 0),
+};
+
 // Where a create's time went on this disk, as the service itself reports it (all runs).
 await new Promise((r) => setTimeout(r, 1100)); // the writer reports once a second
 const writer = await writerFigures(`http://127.0.0.1:${ourPort}`).catch((err) => `writer: /metrics unreadable (${err.message})`);
@@ -175,7 +203,7 @@ if (PG_URL) {
   integrity = db.pragma('quick_check', { simple: true });
   db.close();
 }
-const ourRuns = attempts.flatMap((a) => [a.warm.our, ...a.pairs.map((p) => p.our)]);
+const ourRuns = [...attempts.flatMap((a) => [a.warm.our, ...a.pairs.map((p) => p.our)]), ...equal.our];
 const acked = ourRuns.reduce((n, r) => n + r.ok2xx, 0);
 const sent = ourRuns.reduce((n, r) => n + r.sent, 0);
 const durable = rows === acked && counted === rows && (PG_URL ? true : integrity === 'ok') && exit.signal === 'SIGKILL';
@@ -183,7 +211,7 @@ const durable = rows === acked && counted === rows && (PG_URL ? true : integrity
 const all = attempts.flatMap((a, i) =>
   [a.warm.our, a.warm.bare, ...a.pairs.flatMap((p) => [p.our, p.bare])].map((r) => ({ ...r, title: attempts.length > 1 ? `#${i + 1} ${r.title}` : r.title })),
 );
-all.push(our, bare);
+all.push(our, bare, ...equal.our.flatMap((r, i) => [r, equal.bare[i]]));
 console.log();
 console.log(
   table(all, [
@@ -221,6 +249,11 @@ console.log(
 console.log(writer);
 console.log(`durable=${durable ? 'yes' : 'no'}`);
 
+console.log(
+  `equal load, ${equalRate} req/s offered (${fmt(equalFig.rps(equal.our), 0)} and ${fmt(equalFig.rps(equal.bare), 0)} answered): server CPU per request, ` +
+    `main thread (event loop) ${fmt(equalFig.ourMain, 1)} us vs bare ${fmt(equalFig.bareMain, 1)} us (bare/ours ${fmt(equalFig.bareMain / equalFig.ourMain, 2)}); ` +
+    `all threads ${fmt(equalFig.ourAll, 1)} us vs ${fmt(equalFig.bareAll, 1)} us (${fmt(equalFig.bareAll / equalFig.ourAll, 2)})`,
+);
 console.log(`pair ratios (task-manager / bare, slice by slice): ${ratios.map((r) => r.toFixed(2)).join(' ')}; of the totals: ${(our.rps / bare.rps).toFixed(2)}`);
 console.log(
   `create_rps=${Math.round(our.rps)} bare_rps=${Math.round(bare.rps)} ratio=${median(ratios).toFixed(2)} p99_ms=${fmt(our.latency.p99, 0)}`,

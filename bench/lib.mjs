@@ -89,6 +89,13 @@ export function cpuSeconds(pid) {
 }
 const CLOCK_TICKS = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64
 
+/** CPU seconds one thread has used so far; a process's main thread has the process's id. */
+export function threadCpuSeconds(pid, tid = pid) {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
 /** Machine-wide CPU tick counters from /proc/stat (user..steal). */
 export function machineTicks() {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
@@ -153,9 +160,10 @@ export function rssMiB(pid) {
  * rps is computed over the exact span from the start to the last connection finishing,
  * rather than autocannon's per-second samples, whose last sample is partial.
  */
-export async function measure({ url, method = 'GET', body, headers, connections, durationS, title, serverPid }) {
+export async function measure({ url, method = 'GET', body, headers, connections, durationS, title, serverPid, overallRate }) {
   const clients = [];
   const cpu0 = serverPid ? cpuSeconds(serverPid) : NaN;
+  const main0 = serverPid ? threadCpuSeconds(serverPid) : NaN;
   const m0 = machineTicks();
   const self0 = process.cpuUsage();
   const t0 = performance.now();
@@ -168,6 +176,7 @@ export async function measure({ url, method = 'GET', body, headers, connections,
     end = {
       t: performance.now(),
       serverCpu: serverPid ? cpuSeconds(serverPid) : NaN,
+      serverMainCpu: serverPid ? threadCpuSeconds(serverPid) : NaN,
       machine: machineTicks(),
       self: process.cpuUsage(self0),
     };
@@ -178,6 +187,8 @@ export async function measure({ url, method = 'GET', body, headers, connections,
     body,
     headers,
     connections,
+    // A fixed offered load (requests/s over all connections) instead of as fast as answered.
+    ...(overallRate ? { overallRate } : {}),
     // autocannon's own timer is only a backstop; our deadline below ends the run.
     duration: durationS + 30,
     timeout: 10,
@@ -220,6 +231,8 @@ export async function measure({ url, method = 'GET', body, headers, connections,
     /** Server CPU per answered request, microseconds (both cores count; 10 ms tick resolution). */
     serverCpuUsPerReq: (serverCpuS * 1e6) / Math.max(1, result['2xx'] + result.non2xx),
     serverCpuPct: (serverCpuS / elapsedS) * 100,
+    /** The same for the server's main thread alone: its event loop. */
+    serverMainCpuUsPerReq: ((end.serverMainCpu - main0) * 1e6) / Math.max(1, result['2xx'] + result.non2xx),
     /** Machine-wide, over the run: CPU stolen by the hypervisor and time waiting on I/O (% of all cores). */
     stealPct: ((m1.steal - m0.steal) / dTotal) * 100,
     iowaitPct: ((m1.iowait - m0.iowait) / dTotal) * 100,
