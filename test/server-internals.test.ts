@@ -13,6 +13,7 @@ import { requestLogger } from '../src/server/request-log.js';
 import { createdJson } from '../src/server/serialize.js';
 import { loadCatalog } from '../src/server/app.js';
 import { newTaskRecord, type TaskRecord } from '../src/core/task.js';
+import { EtaEstimator } from '../src/scheduler/eta-estimator.js';
 
 describe('isoTime', () => {
   const same = (t: number) => expect(isoTime(t)).toBe(new Date(t).toISOString());
@@ -238,5 +239,46 @@ describe('loadCatalog', () => {
     const shipped = loadCatalog(fileURLToPath(new URL('../config/models.json', import.meta.url))).get('tiny-llama')!.options.model_path as string;
     expect(shipped).toBe(fileURLToPath(new URL('../models/tiny-llama.gguf', import.meta.url)));
     expect(existsSync(shipped)).toBe(true);
+  });
+});
+
+describe('EtaEstimator', () => {
+  const model = { taskType: 'text_generation' as const, modelName: 'm' };
+  const MEAN = 1000;
+  const NOW = 1_000_000;
+  const eta = (slots: number) => {
+    const e = new EtaEstimator(() => slots);
+    e.seed(model, MEAN);
+    // In mean run times after now.
+    return (ahead: number, running = 0) => (e.estimate(model, ahead, NOW, null, running) - NOW) / MEAN;
+  };
+
+  it('starts a task at once while a slot is free, after the tasks ahead fill the slots otherwise', () => {
+    const four = eta(4);
+    expect([0, 1, 2, 3].map((a) => four(a))).toEqual([1, 1, 1, 1]);
+    // Four start now; the fifth and the sixth get the first slots to come free, after one run.
+    expect([4, 5, 7, 8].map((a) => four(a))).toEqual([2, 2, 2, 3]);
+  });
+
+  it('counts a running task as half done: its slot comes free half a run from now on average', () => {
+    const one = eta(1);
+    expect(one(0, 1)).toBe(1.5);
+    expect(one(2, 1)).toBe(3.5);
+    const two = eta(2);
+    // One slot busy, one free: the first in line takes the free one, the next the busy one.
+    expect([0, 1, 2, 3].map((a) => two(a, 1))).toEqual([1, 1.5, 2, 2.5]);
+    expect([0, 1, 2].map((a) => two(a, 2))).toEqual([1.5, 1.5, 2.5]);
+    // More running than slots (workers left since): every slot is busy, no more.
+    expect(two(0, 9)).toBe(two(0, 2));
+  });
+
+  it('assumes one slot when no worker serves the model, and a started task ends a mean run after its start', () => {
+    const none = eta(0);
+    expect([0, 1].map((a) => none(a))).toEqual([1, 2]);
+    expect(none(0, 1)).toBe(1.5);
+    const e = new EtaEstimator(() => 1);
+    e.seed(model, MEAN);
+    expect(e.estimate(model, 0, NOW, NOW - 400)).toBe(NOW + 600);
+    expect(e.estimate(model, 0, NOW, NOW - 4000)).toBe(NOW);
   });
 });

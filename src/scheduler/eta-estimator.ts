@@ -11,8 +11,12 @@ const DEFAULT_RUN_MS: Record<TaskType, number> = {
 const key = (m: ModelRef): string => `${m.taskType}\u0000${m.modelName}`;
 
 /**
- * estimated_completion = now + tasks ahead ÷ throughput + mean run time, where throughput
- * is the worker slots serving the model divided by its mean run time.
+ * estimated_completion = when the task should get a worker slot + the model's mean run time.
+ *
+ * The slots serving the model are lanes: a free one is available now, a busy one (a task
+ * running) in half a mean run time on average (how far along it is is not known), and each
+ * task ahead in the queue takes the next lane to come free for one mean run time. The task
+ * then starts when the lane after all of those comes free.
  */
 export class EtaEstimator {
   private readonly meanMs = new Map<string, number>();
@@ -38,11 +42,19 @@ export class EtaEstimator {
     return this.meanMs.get(key(model)) ?? DEFAULT_RUN_MS[model.taskType];
   }
 
-  /** Epoch ms when a task with `ahead` tasks before it should finish. */
-  estimate(model: ModelRef, ahead: number, now: number, startedAt: number | null = null): number {
+  /**
+   * Epoch ms when a task should finish: one that started at `startedAt`, or one waiting with
+   * `ahead` tasks before it while `running` tasks of the model run.
+   */
+  estimate(model: ModelRef, ahead: number, now: number, startedAt: number | null = null, running = 0): number {
     const mean = this.meanRunMs(model);
     if (startedAt !== null) return Math.max(now, startedAt + mean);
     const slots = Math.max(1, this.slots(model));
-    return now + Math.ceil(ahead / slots) * mean + mean;
+    const free = slots - Math.min(Math.max(0, running), slots);
+    // Lanes come free round after round: the free ones at k × mean, the busy ones half a run later.
+    const round = Math.floor(ahead / slots);
+    const lane = ahead % slots;
+    const wait = round * mean + (lane < free ? 0 : mean / 2);
+    return now + Math.round(wait + mean);
   }
 }

@@ -78,6 +78,8 @@ export class TaskQueue {
   private readonly unsubscribe: () => void;
   /** Pending tasks per model as last read from the store's counters, plus local creates since. */
   private pendingCounts: PendingCounts = new Map();
+  /** Running tasks per model, as last read from the store's counters. */
+  private runningCounts: PendingCounts = new Map();
   private pendingCountsAt = 0;
   private pendingRefresh: Promise<void> | null = null;
   private prunedAt = -Infinity;
@@ -137,7 +139,7 @@ export class TaskQueue {
     }
     addPending(this.pendingCounts, input, 1);
     this.publish('created', task);
-    return { task, replayed: false, queuePosition: ahead, estimatedCompletion: this.eta.estimate(input, ahead, now) };
+    return { task, replayed: false, queuePosition: ahead, estimatedCompletion: this.eta.estimate(input, ahead, now, null, this.runningOf(input)) };
   }
 
   private newTask(input: CreateTaskInput, now: number, lease?: NewLease): NewTask {
@@ -208,9 +210,14 @@ export class TaskQueue {
       this.pendingRefresh ??= this.store
         .counts()
         .then((rows) => {
-          const next: PendingCounts = new Map();
-          for (const r of rows) if (r.status === 'pending') addPending(next, r, r.current);
-          this.pendingCounts = next;
+          const pending: PendingCounts = new Map();
+          const running: PendingCounts = new Map();
+          for (const r of rows) {
+            if (r.status === 'pending') addPending(pending, r, r.current);
+            else if (r.status === 'running') addPending(running, r, r.current);
+          }
+          this.pendingCounts = pending;
+          this.runningCounts = running;
           this.pendingCountsAt = Date.now();
         })
         .finally(() => {
@@ -219,6 +226,11 @@ export class TaskQueue {
       return this.pendingRefresh.then(() => Math.max(0, pendingOf(this.pendingCounts, model)));
     }
     return Math.max(0, pendingOf(this.pendingCounts, model));
+  }
+
+  /** Tasks of this model running now, from the same counters (as fresh as the last create or estimate made them). */
+  private runningOf(model: ModelRef): number {
+    return Math.max(0, pendingOf(this.runningCounts, model));
   }
 
   async get(id: string): Promise<TaskRecord> {
@@ -231,8 +243,10 @@ export class TaskQueue {
   async estimate(task: TaskRecord): Promise<Estimate> {
     const now = Date.now();
     if (task.status === 'pending') {
-      const ahead = await this.store.queuePosition(task);
-      return { queuePosition: ahead, estimatedCompletion: this.eta.estimate(refOf(task), ahead, now) };
+      const model = refOf(task);
+      // Refreshes the running counts when they are older than 250 ms.
+      const [ahead] = await Promise.all([this.store.queuePosition(task), this.pendingAhead(model, now)]);
+      return { queuePosition: ahead, estimatedCompletion: this.eta.estimate(model, ahead, now, null, this.runningOf(model)) };
     }
     if (task.status === 'running') {
       return { queuePosition: null, estimatedCompletion: this.eta.estimate(refOf(task), 0, now, task.startedAt) };
