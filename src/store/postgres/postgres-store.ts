@@ -100,24 +100,29 @@ type QueuedCompletion = Queued<LeaseOutcome> & { id: string; leaseToken: string;
  */
 class TurnBatcher<I extends Queued<never>> {
   private queued: I[] = [];
+  /** The keys of what is queued, where items have one. */
+  private keys = new Set<string>();
   private scheduled = false;
   private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(
     private readonly send: (items: I[]) => Promise<void>,
     private readonly bytes: (item: I) => number,
+    private readonly key?: (item: I) => string,
   ) {}
 
   add(item: I): void {
     this.queued.push(item);
+    if (this.key) this.keys.add(this.key(item));
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
     }
   }
 
-  has(match: (item: I) => boolean): boolean {
-    return this.queued.some(match);
+  /** Whether an item with this key is queued and not yet sent. */
+  has(key: string): boolean {
+    return this.keys.has(key);
   }
 
   /** Sends what is queued now, and settles when everything sent so far has. */
@@ -130,6 +135,7 @@ class TurnBatcher<I extends Queued<never>> {
     this.scheduled = false;
     const items = this.queued;
     this.queued = [];
+    if (this.keys.size) this.keys = new Set();
     if (items.length === 0) return;
     const sent = this.sendInStatements(items).finally(() => this.inFlight.delete(sent));
     this.inFlight.add(sent);
@@ -197,6 +203,7 @@ export class PostgresTaskStore implements TaskStore {
   private readonly completions = new TurnBatcher<QueuedCompletion>(
     (batch) => this.completeTogether(batch),
     (c) => c.result.length + 128,
+    (c) => c.id,
   );
 
   private constructor(
@@ -472,7 +479,7 @@ export class PostgresTaskStore implements TaskStore {
     const json = JSON.stringify(result);
     // The same task twice in one statement would be updated once and both told ok: a second
     // one goes in a statement of its own, and the row lock decides which of the two wins.
-    if (this.completions.has((c) => c.id === id)) return this.leaseWrite('complete_task', [id, leaseToken, json, now], id, leaseToken);
+    if (this.completions.has(id)) return this.leaseWrite('complete_task', [id, leaseToken, json, now], id, leaseToken);
     return new Promise((resolve, reject) => this.completions.add({ id, leaseToken, result: json, now, resolve, reject }));
   }
 
