@@ -123,6 +123,40 @@ describe('PostgresTaskStore specifics', () => {
     }
   });
 
+  it('extends the leases of the heartbeats of one turn in one transaction, each with its own outcome', async () => {
+    const schema = uniqueSchema();
+    try {
+      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+      const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
+      const at = Date.now();
+      await Promise.all(Array.from({ length: 8 }, () => store.createTask({ ...plainTask(undefined, at), timeoutMs: 60_000 })));
+      const leased = await store.leaseTasks({ workerId: 'w', models, limit: 8, leaseMs: 10_000, now: at + 1 });
+      expect(leased).toHaveLength(8);
+      const [cancelled, staleOne, twice, ...rest] = leased;
+      expect((await store.cancelTask(cancelled.task.id, at + 2)).kind).toBe('cancelled');
+      await store.heartbeat(rest[0].task.id, rest[0].leaseToken, 10_000, at + 2, 0.25);
+
+      const outcomes = await Promise.all([
+        store.heartbeat(cancelled.task.id, cancelled.leaseToken, 30_000, at + 3),
+        store.heartbeat(staleOne.task.id, 'not-the-token', 30_000, at + 3, 0.9),
+        store.heartbeat(twice.task.id, twice.leaseToken, 30_000, at + 3, 0.5),
+        store.heartbeat(twice.task.id, twice.leaseToken, 30_000, at + 3, 0.5),
+        // Without progress, the last one stays.
+        ...rest.map((l, i) => store.heartbeat(l.task.id, l.leaseToken, 30_000, at + 3, i === 0 ? undefined : i / 10)),
+      ]);
+      expect(outcomes.map((o) => o.kind)).toEqual(['cancelled', 'stale', 'ok', 'ok', ...rest.map(() => 'ok')]);
+      for (const [i, l] of rest.entries()) {
+        expect(outcomes[4 + i]).toMatchObject({ kind: 'ok', task: { id: l.task.id, status: 'running', leaseExpiresAt: at + 30_003, progress: i === 0 ? 0.25 : i / 10 } });
+      }
+      expect(await transactionsOf(store, rest.map((l) => l.task.id))).toBe(1);
+      // The stale heartbeat changed nothing.
+      expect(await store.getTask(staleOne.task.id)).toMatchObject({ leaseExpiresAt: at + 10_001, progress: null });
+      await store.close();
+    } finally {
+      await dropSchema(schema);
+    }
+  });
+
   it('completes the completions of one turn in one transaction, each with its own outcome', async () => {
     const schema = uniqueSchema();
     try {

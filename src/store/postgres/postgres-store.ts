@@ -49,6 +49,7 @@ const COMMANDS = [
   'get_task',
   'lease_tasks',
   'heartbeat',
+  'heartbeat_tasks',
   'complete_task',
   'complete_tasks',
   'fail_task',
@@ -91,6 +92,7 @@ interface Queued<T> {
 }
 type QueuedCreate = Queued<TaskRecord> & { row: InsertRow };
 type QueuedCompletion = Queued<LeaseOutcome> & { id: string; leaseToken: string; result: string; now: number };
+type QueuedHeartbeat = Queued<LeaseOutcome> & { id: string; leaseToken: string; expiresAt: number; progress: number | null; now: number };
 
 /**
  * Group commit on PostgreSQL: what one turn of the event loop queued goes in one statement,
@@ -204,6 +206,11 @@ export class PostgresTaskStore implements TaskStore {
     (batch) => this.completeTogether(batch),
     (c) => c.result.length + 128,
     (c) => c.id,
+  );
+  private readonly heartbeats = new TurnBatcher<QueuedHeartbeat>(
+    (batch) => this.heartbeatTogether(batch),
+    () => 128,
+    (h) => h.id,
   );
 
   private constructor(
@@ -470,7 +477,21 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   heartbeat(id: string, leaseToken: string, leaseMs: number, now: number, progress?: number): Promise<LeaseOutcome> {
-    return this.leaseWrite('heartbeat', [id, leaseToken, now + leaseMs, progress ?? null, now], id, leaseToken);
+    const params = [id, leaseToken, now + leaseMs, progress ?? null, now];
+    // A worker's heartbeat names each of its tasks: they arrive in one turn and go in one statement.
+    if (this.closing || this.heartbeats.has(id)) return this.leaseWrite('heartbeat', params, id, leaseToken);
+    return new Promise((resolve, reject) =>
+      this.heartbeats.add({ id, leaseToken, expiresAt: now + leaseMs, progress: progress ?? null, now, resolve, reject }),
+    );
+  }
+
+  private heartbeatTogether(batch: QueuedHeartbeat[]): Promise<void> {
+    const columns = [batch.map((h) => h.id), batch.map((h) => h.leaseToken), batch.map((h) => h.expiresAt), batch.map((h) => h.progress), batch.map((h) => h.now)];
+    return this.together(batch, (h) => h.id, () => this.run<TaskRow>('heartbeat_tasks', columns), {
+      alone: (h) => this.leaseWrite('heartbeat', [h.id, h.leaseToken, h.expiresAt, h.progress, h.now], h.id, h.leaseToken).then(h.resolve, h.reject),
+      found: (h, r) => h.resolve({ kind: 'ok', task: rowToTask(r) }),
+      missing: (h) => void this.leaseMiss(h.id, h.leaseToken).then(h.resolve, h.reject),
+    });
   }
 
   // RETURNING gives the row in the same round trip: the caller's copy is not needed.
@@ -639,8 +660,8 @@ export class PostgresTaskStore implements TaskStore {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    // Creates and completions already queued are written (or fail) before the pool stops taking queries.
-    await Promise.all([this.creates.drain(), this.completions.drain()]);
+    // Creates, completions and heartbeats already queued are written (or fail) before the pool stops taking queries.
+    await Promise.all([this.creates.drain(), this.completions.drain(), this.heartbeats.drain()]);
     this.closed = true;
     await this.pool.end();
   }
