@@ -157,6 +157,51 @@ describe('PostgresTaskStore specifics', () => {
     }
   });
 
+  it('logs, counts and hooks the creates of one statement once each, by statement triggers, in seq order', async () => {
+    const schema = uniqueSchema();
+    try {
+      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+      const at = Date.now();
+      const hooked = (i: number) => i % 3 === 0;
+      const batch = Array.from({ length: 30 }, (_, i) => ({
+        ...plainTask(undefined, at + i),
+        modelName: i % 2 ? 'm' : 'n',
+        webhookUrl: hooked(i) ? 'https://hooks.example/x' : null,
+        webhookEvents: hooked(i) ? ['pending', 'completed'] : i % 3 === 1 ? ['completed'] : null,
+      }));
+      await Promise.all(batch.map((t) => store.createTask(t)));
+      expect(await transactionsOf(store, batch.map((t) => t.id))).toBe(1);
+      // One status event per task, numbered in the order the tasks were inserted.
+      const events = (await store.pool.query("SELECT task_id, status, at FROM task_events WHERE type = 'status' ORDER BY id")).rows;
+      expect(events).toEqual(batch.map((t) => ({ task_id: t.id, status: 'pending', at: t.createdAt })));
+      // A delivery for each task subscribed to `pending`, none for the others.
+      const deliveries = (await store.pool.query('SELECT task_id, event, url FROM webhook_deliveries ORDER BY id')).rows;
+      expect(deliveries).toEqual(batch.filter((_, i) => hooked(i)).map((t) => ({ task_id: t.id, event: 'pending', url: 'https://hooks.example/x' })));
+      const pending = (await store.counts()).filter((c) => c.status === 'pending').map((c) => [c.modelName, c.current, c.total]);
+      expect(pending.sort()).toEqual([['m', 15, 15], ['n', 15, 15]]);
+      // A leased create still logs pending, then running, and counts the pending move in the total only.
+      const leasedTask = { ...plainTask(undefined, at + 100), lease: { workerId: 'w', token: 'tok', expiresAt: at + 60_000 } };
+      await store.createTask(leasedTask);
+      expect((await store.listEvents(leasedTask.id, 0, 10)).map((e) => e.status)).toEqual(['pending', 'running']);
+      const m = Object.fromEntries((await store.counts()).filter((c) => c.modelName === 'm').map((c) => [c.status, [c.current, c.total]]));
+      expect(m).toMatchObject({ pending: [15, 16], running: [1, 1] });
+      // Inserts fire statement triggers; status changes and deletes keep their row triggers.
+      const triggers = (await store.pool.query(
+        `SELECT tgname, (tgtype & 1) = 1 AS per_row FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname`,
+        [`"${schema}".tasks`],
+      )).rows;
+      expect(triggers).toEqual([
+        { tgname: 'tasks_count', per_row: true },
+        { tgname: 'tasks_count_insert', per_row: false },
+        { tgname: 'tasks_events', per_row: true },
+        { tgname: 'tasks_events_insert', per_row: false },
+      ]);
+      await store.close();
+    } finally {
+      await dropSchema(schema);
+    }
+  });
+
   it('completes the completions of one turn in one transaction, each with its own outcome', async () => {
     const schema = uniqueSchema();
     try {
