@@ -302,7 +302,7 @@ describe("each node's in-process worker on PostgreSQL", () => {
 });
 
 describe('the PostgreSQL event bus', () => {
-  it('hands on events it must read back from the store in the order they were sent, and keeps every NOTIFY under the size limit', async () => {
+  it('hands on events it must read back from the store in the order they were sent, drops its own, and keeps every NOTIFY under the size limit', async () => {
     const schema = uniqueSchema('tmbus');
     const store = await PostgresTaskStore.open({ url: PG_URL, schema });
     const channel = `tm_bus_${schema}`.toLowerCase();
@@ -321,6 +321,8 @@ describe('the PostgreSQL event bus', () => {
       await receiver.whenListening();
       const got: string[] = [];
       receiver.subscribe((e) => got.push(e.type));
+      const own: string[] = [];
+      sender.subscribe((e) => own.push(e.type));
       const task = newTaskRecord({
         id: newTaskId(),
         taskType: 'text_generation',
@@ -341,6 +343,20 @@ describe('the PostgreSQL event bus', () => {
       for (const e of events) sender.publish(e);
       await waitFor(() => got.length >= 2, 5_000, 'both events on the other bus');
       expect(got).toEqual(['output', 'completed']);
+      // The sender's own notifications came back to it too, and were dropped: each event once.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(own).toEqual(['output', 'completed']);
+      // Every form of the payload (whole, without inputs, id alone) starts with its origin,
+      // which is how a node tells its own before parsing them.
+      const huge = { type: 'failed' as const, task: { ...task, error: { code: 'X', message: 'e'.repeat(9_000) } }, at: Date.now() };
+      const forms = [{ type: 'created' as const, task: { ...task, inputData: {} }, at: Date.now() }, events[0], huge].map((e) => wirePayload(sender.nodeId, e));
+      expect(forms.map((f) => (JSON.parse(f) as { e: { partial?: boolean; task: object } }).e)).toMatchObject([
+        { task: { inputData: {} } },
+        { partial: true, task: { inputData: {} } },
+        { partial: true, task: { id: task.id } },
+      ]);
+      expect(Object.keys((JSON.parse(forms[2]) as { e: { task: object } }).e.task)).toEqual(['id']);
+      for (const f of forms) expect(f.startsWith(`{"o":"${sender.nodeId}",`)).toBe(true);
     } finally {
       await sender.close();
       await receiver.close();

@@ -40,6 +40,8 @@ export interface PgEventBusOptions {
  */
 export class PgEventBus implements EventBus {
   readonly nodeId = randomBytes(6).toString('hex');
+  /** How this node's own notifications begin (see wirePayload): they come back to it, and are not parsed. */
+  private readonly ownPrefix = `{"o":${JSON.stringify(this.nodeId)},`;
   /** Where lost notifications are reported; settable once a logger exists. */
   onError: ((err: unknown) => void) | null;
   /**
@@ -98,6 +100,7 @@ export class PgEventBus implements EventBus {
   }
 
   private receive(payload: string): void {
+    if (payload.startsWith(this.ownPrefix)) return;
     let wire: Wire;
     try {
       wire = JSON.parse(payload) as Wire;

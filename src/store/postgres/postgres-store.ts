@@ -20,7 +20,7 @@ import type {
   TaskStore,
   WorkerRecord,
 } from '../../core/store.js';
-import type { ModelRef, NewTask, TaskRecord, TaskType } from '../../core/task.js';
+import { newTaskRecord, type ModelRef, type NewTask, type TaskRecord, type TaskType } from '../../core/task.js';
 import {
   insertRow,
   listOrderBy,
@@ -90,7 +90,7 @@ interface Queued<T> {
   resolve: (out: T) => void;
   reject: (err: unknown) => void;
 }
-type QueuedCreate = Queued<TaskRecord> & { row: InsertRow };
+type QueuedCreate = Queued<TaskRecord> & { task: NewTask; row: InsertRow };
 type QueuedCompletion = Queued<LeaseOutcome> & { id: string; leaseToken: string; result: string; now: number };
 type QueuedHeartbeat = Queued<LeaseOutcome> & { id: string; leaseToken: string; expiresAt: number; progress: number | null; now: number };
 
@@ -249,15 +249,16 @@ export class PostgresTaskStore implements TaskStore {
     const lease = t.lease;
     if (lease) return rowToTask((await this.run<TaskRow>('insert_task_leased', [...insertRow(t), lease.workerId, lease.token, lease.expiresAt]))[0]);
     if (this.closing) throw new StoreUnavailableError('Task store is closed');
-    return new Promise((resolve, reject) => this.creates.add({ row: insertRow(t), resolve, reject }));
+    return new Promise((resolve, reject) => this.creates.add({ task: t, row: insertRow(t), resolve, reject }));
   }
 
   private insertTogether(batch: QueuedCreate[]): Promise<void> {
     // Columns of insert_tasks.sql: the row's fields but updated_at (index 9, = created_at).
     const columns = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11].map((i) => batch.map((c) => c.row[i]));
-    return this.together(batch, (c) => c.row[0], () => this.run<TaskRow>('insert_tasks', columns), {
+    return this.together(batch, (c) => c.row[0], () => this.run<{ id: string }>('insert_tasks', columns), {
       alone: (c) => this.run<TaskRow>('insert_task', c.row).then(([r]) => c.resolve(rowToTask(r)), c.reject),
-      found: (c, r) => c.resolve(rowToTask(r)),
+      // The insert returns ids only: the record is what the caller gave, as a new row holds it.
+      found: (c) => c.resolve(newTaskRecord(c.task)),
       missing: (c) => c.reject(new Error(`task ${c.row[0]} was not returned by its insert`)),
     });
   }
@@ -267,14 +268,14 @@ export class PostgresTaskStore implements TaskStore {
    * statement fails for anything but an unreachable database (a bad row, a deadlock with
    * another node), each item goes on its own, in order, so that only a bad one fails.
    */
-  private async together<I extends Queued<never>>(
+  private async together<I extends Queued<never>, R extends { id: string }>(
     batch: I[],
     key: (item: I) => string,
-    statement: () => Promise<TaskRow[]>,
-    settle: { alone: (item: I) => Promise<void>; found: (item: I, row: TaskRow) => void; missing: (item: I) => void },
+    statement: () => Promise<R[]>,
+    settle: { alone: (item: I) => Promise<void>; found: (item: I, row: R) => void; missing: (item: I) => void },
   ): Promise<void> {
     if (batch.length === 1) return settle.alone(batch[0]);
-    let rows: TaskRow[];
+    let rows: R[];
     try {
       rows = await statement();
     } catch (err) {
