@@ -30,7 +30,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { envNumber, fmt, freePort, fsyncProbe, measure, median, startNode, stopChild, table, waitForHttp, waitForQuiet, writerFigures, SERVER_NODE_FLAGS } from './lib.mjs';
+import { envNumber, fmt, freePort, fsyncProbe, measure, median, postgresCpuSeconds, startNode, stopChild, table, waitForHttp, waitForQuiet, writerFigures, SERVER_NODE_FLAGS } from './lib.mjs';
 
 const DURATION = envNumber('BENCH_DURATION', 10);
 const SLICES = Math.max(1, Math.floor(envNumber('BENCH_SLICES', 5)));
@@ -150,9 +150,13 @@ const ratios = last.pairs.map((p) => p.ratio);
 // cost with the durable answer's latency (commit, fdatasync, two thread hops); this separates them.
 const equalRate = EQUAL_RATE || Math.max(1000, Math.round((0.6 * our.rps) / 1000) * 1000);
 const equal = { our: [], bare: [] };
+// On PostgreSQL the database's CPU is part of a create's cost too (every postgres process here).
+let equalPgCpuS = 0;
 for (let i = 1; i <= EQUAL_ROUNDS; i++) {
   const common = { method: 'POST', body: BODY, headers: HEADERS, connections: CONNECTIONS, durationS: EQUAL_DURATION, overallRate: equalRate };
+  const pg0 = PG_URL ? postgresCpuSeconds() : 0;
   equal.our.push(await measure({ ...common, url: `http://127.0.0.1:${ourPort}/tasks`, serverPid: ours.pid, title: `task-manager at ${equalRate} req/s, ${i}` }));
+  if (PG_URL) equalPgCpuS += postgresCpuSeconds() - pg0;
   equal.bare.push(await measure({ ...common, url: `http://127.0.0.1:${barePort}/tasks`, serverPid: bareChild.pid, title: `bare fastify at ${equalRate} req/s, ${i}` }));
 }
 const perReq = (runs, f) => runs.reduce((n, r) => n + f(r) * r.responses, 0) / Math.max(1, runs.reduce((n, r) => n + r.responses, 0));
@@ -252,7 +256,8 @@ console.log(`durable=${durable ? 'yes' : 'no'}`);
 console.log(
   `equal load, ${equalRate} req/s offered (${fmt(equalFig.rps(equal.our), 0)} and ${fmt(equalFig.rps(equal.bare), 0)} answered): server CPU per request, ` +
     `main thread (event loop) ${fmt(equalFig.ourMain, 1)} us vs bare ${fmt(equalFig.bareMain, 1)} us (bare/ours ${fmt(equalFig.bareMain / equalFig.ourMain, 2)}); ` +
-    `all threads ${fmt(equalFig.ourAll, 1)} us vs ${fmt(equalFig.bareAll, 1)} us (${fmt(equalFig.bareAll / equalFig.ourAll, 2)})`,
+    `all threads ${fmt(equalFig.ourAll, 1)} us vs ${fmt(equalFig.bareAll, 1)} us (${fmt(equalFig.bareAll / equalFig.ourAll, 2)})` +
+    (PG_URL ? `; PostgreSQL ${fmt((equalPgCpuS * 1e6) / Math.max(1, equal.our.reduce((n, r) => n + r.responses, 0)), 1)} us per create on top` : ''),
 );
 console.log(`pair ratios (task-manager / bare, slice by slice): ${ratios.map((r) => r.toFixed(2)).join(' ')}; of the totals: ${(our.rps / bare.rps).toFixed(2)}`);
 console.log(

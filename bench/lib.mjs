@@ -1,7 +1,7 @@
 // Shared helpers for the benchmarks in this folder: child-process servers, readiness polling,
 // and an autocannon run that stops gracefully (every request sent gets its response counted).
 import { spawn } from 'node:child_process';
-import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpus } from 'node:os';
 import { createServer } from 'node:net';
@@ -94,6 +94,24 @@ export function threadCpuSeconds(pid, tid = pid) {
   const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/** CPU seconds used so far by every process named `postgres` on this machine (the server and its backends). */
+export function postgresCpuSeconds() {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (!stat.includes('(postgres)')) continue;
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(f[11]) + Number(f[12]);
+  }
+  return ticks / CLOCK_TICKS;
 }
 
 /** Machine-wide CPU tick counters from /proc/stat (user..steal). */

@@ -7,9 +7,8 @@
 //   npm run build && node bench/pg-writes.mjs
 // Ends with: pg_cpu_us_per_create=N creates_per_s=N heartbeats_per_s_one_turn=N heartbeats_per_s_one_each=N
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
-import { ROOT, envNumber, fmt, waitForQuiet } from './lib.mjs';
+import { ROOT, envNumber, fmt, postgresCpuSeconds, waitForQuiet } from './lib.mjs';
 
 const { PostgresTaskStore } = await import(`${ROOT}dist/store/postgres/postgres-store.js`);
 const { newTaskId } = await import(`${ROOT}dist/core/ids.js`);
@@ -19,24 +18,6 @@ const GROUP = envNumber('BENCH_GROUP', 25);
 const SECONDS = envNumber('BENCH_DURATION', 5);
 const HEARTBEATS = envNumber('BENCH_HEARTBEATS', 512);
 const ROUNDS = envNumber('BENCH_ROUNDS', 10);
-
-/** CPU seconds used so far by every process named postgres (the server and its backends). */
-function postgresCpuSeconds() {
-  let ticks = 0;
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    let stat;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      continue; // gone meanwhile
-    }
-    if (!stat.includes('(postgres)')) continue;
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
-  }
-  return ticks / 100;
-}
 
 const task = () => ({
   id: newTaskId(),
