@@ -1,6 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { newTaskId } from '../src/core/ids.js';
+import type { NewTask } from '../src/core/task.js';
 import { PostgresTaskStore } from '../src/store/postgres/postgres-store.js';
 import { runStoreConformance } from './conformance/store-conformance.js';
 import { dropSchema, PG_URL, uniqueSchema } from './helpers/pg.js';
@@ -21,6 +22,21 @@ runStoreConformance('postgres', async () => {
 /** How many transactions last wrote these tasks' rows (their distinct xmin). */
 async function transactionsOf(store: PostgresTaskStore, ids: string[]): Promise<number> {
   return (await store.pool.query('SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)', [ids])).rows[0].n;
+}
+
+/** Runs `fn` on a store in a schema of its own, then closes the store and drops the schema. */
+async function inFreshSchema(poolSize: number, fn: (store: PostgresTaskStore, schema: string) => Promise<void>): Promise<void> {
+  const schema = uniqueSchema();
+  try {
+    const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize });
+    try {
+      await fn(store, schema);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await dropSchema(schema);
+  }
 }
 
 describe('PostgresTaskStore specifics', () => {
@@ -101,10 +117,8 @@ describe('PostgresTaskStore specifics', () => {
     }
   });
 
-  it('splits a large turn of creates into statements of at most 500 rows or about 8 MiB, in call order', async () => {
-    const schema = uniqueSchema();
-    try {
-      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+  it('splits a large turn of creates into statements of at most 500 rows or about 8 MiB, in call order', () =>
+    inFreshSchema(2, async (store) => {
       const task = (prompt = 'x') => plainTask(undefined, Date.now(), prompt);
 
       const many = Array.from({ length: 1_200 }, () => task());
@@ -117,16 +131,10 @@ describe('PostgresTaskStore specifics', () => {
 
       const order = (await store.pool.query('SELECT id FROM tasks ORDER BY seq')).rows.map((r) => r.id);
       expect(order).toEqual([...many, ...big].map((t) => t.id));
-      await store.close();
-    } finally {
-      await dropSchema(schema);
-    }
-  });
+    }));
 
-  it('extends the leases of the heartbeats of one turn in one transaction, each with its own outcome', async () => {
-    const schema = uniqueSchema();
-    try {
-      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+  it('extends the leases of the heartbeats of one turn in one transaction, each with its own outcome', () =>
+    inFreshSchema(2, async (store) => {
       const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
       const at = Date.now();
       await Promise.all(Array.from({ length: 8 }, () => store.createTask({ ...plainTask(undefined, at), timeoutMs: 60_000 })));
@@ -151,19 +159,13 @@ describe('PostgresTaskStore specifics', () => {
       expect(await transactionsOf(store, rest.map((l) => l.task.id))).toBe(1);
       // The stale heartbeat changed nothing.
       expect(await store.getTask(staleOne.task.id)).toMatchObject({ leaseExpiresAt: at + 10_001, progress: null });
-      await store.close();
-    } finally {
-      await dropSchema(schema);
-    }
-  });
+    }));
 
-  it('logs, counts and hooks the creates of one statement once each, by statement triggers, in seq order', async () => {
-    const schema = uniqueSchema();
-    try {
-      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+  it('logs, counts and hooks the creates of one statement once each, by statement triggers, in seq order', () =>
+    inFreshSchema(2, async (store, schema) => {
       const at = Date.now();
       const hooked = (i: number) => i % 3 === 0;
-      const batch = Array.from({ length: 30 }, (_, i) => ({
+      const batch: NewTask[] = Array.from({ length: 30 }, (_, i) => ({
         ...plainTask(undefined, at + i),
         modelName: i % 2 ? 'm' : 'n',
         webhookUrl: hooked(i) ? 'https://hooks.example/x' : null,
@@ -196,16 +198,10 @@ describe('PostgresTaskStore specifics', () => {
         { tgname: 'tasks_events', per_row: true },
         { tgname: 'tasks_events_insert', per_row: false },
       ]);
-      await store.close();
-    } finally {
-      await dropSchema(schema);
-    }
-  });
+    }));
 
-  it('completes the completions of one turn in one transaction, each with its own outcome', async () => {
-    const schema = uniqueSchema();
-    try {
-      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+  it('completes the completions of one turn in one transaction, each with its own outcome', () =>
+    inFreshSchema(2, async (store) => {
       const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
       const at = Date.now();
       await Promise.all(
@@ -237,11 +233,7 @@ describe('PostgresTaskStore specifics', () => {
         completed: 10,
         running: 1,
       });
-      await store.close();
-    } finally {
-      await dropSchema(schema);
-    }
-  });
+    }));
 
   it('reports SERVICE_UNAVAILABLE when the database cannot be reached', async () => {
     await expect(PostgresTaskStore.open({ url: 'postgres://postgres@127.0.0.1:1/test', schema: 'x' })).rejects.toMatchObject({
@@ -249,10 +241,8 @@ describe('PostgresTaskStore specifics', () => {
     });
   });
 
-  it('keeps counter shards consistent under concurrent writers', async () => {
-    const schema = uniqueSchema();
-    try {
-      const store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 8 });
+  it('keeps counter shards consistent under concurrent writers', () =>
+    inFreshSchema(8, async (store) => {
       const now = Date.now();
       await Promise.all(
         Array.from({ length: 200 }, (_, i) =>
@@ -270,10 +260,6 @@ describe('PostgresTaskStore specifics', () => {
       expect(shards[0].n).toBeGreaterThan(1);
       const direct = await store.pool.query("SELECT count(*)::int AS n FROM tasks WHERE status = 'pending'");
       expect(cur('pending')).toBe(direct.rows[0].n);
-      await store.close();
-    } finally {
-      await dropSchema(schema);
-    }
-  });
+    }));
 });
 
