@@ -96,7 +96,9 @@ describe('SqliteTaskStore specifics', () => {
 
     const db = new Database(path);
     expect(db.prepare('SELECT count(*) AS n FROM webhook_deliveries').get()).toEqual({ n: 1 });
-    expect(db.prepare('SELECT max(version) AS v FROM schema_migrations').get()).toEqual({ v: 8 });
+    expect(db.prepare('SELECT max(version) AS v FROM schema_migrations').get()).toEqual({ v: 9 });
+    // Migration 009: the task from before it keeps its log as stored, with no derived first event.
+    expect(db.prepare('SELECT implicit_first_event FROM tasks WHERE id = ?').pluck().get(id)).toBe(0);
     // The checks still hold...
     expect(() => db.prepare("UPDATE tasks SET status = 'lost' WHERE id = ?").run(id)).toThrow(/CHECK constraint/);
     expect(() => db.prepare("INSERT INTO task_events (task_id, id, type, at) VALUES (?, 9, 'other', 1)").run(id)).toThrow(/CHECK constraint/);
@@ -115,6 +117,49 @@ describe('SqliteTaskStore specifics', () => {
     expect(names).not.toContain('task_events_task');
     expect(names).not.toContain('tasks_created');
     expect(db.prepare("SELECT sql FROM sqlite_master WHERE name = 'task_events'").pluck().get()).toMatch(/WITHOUT ROWID/);
+    db.close();
+    dir.cleanup();
+  });
+
+  it("derives a new task's first event from its row, numbers the next ones from 2, and stores no row for it", async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'tasks.db');
+    const store = SqliteTaskStore.open({ path });
+    const now = Date.now();
+    const plain = plainTask(newTaskId(now), now);
+    const leased = { ...plainTask(newTaskId(now + 1), now + 1), lease: { workerId: 'w', token: 'tok', expiresAt: now + 60_000 } };
+    await Promise.all([store.createTask(plain), store.createTask(leased)]);
+    const log = async (id: string, after = 0) => (await store.listEvents(id, after, 10)).map((e) => [e.id, e.type, e.status ?? e.text, e.at]);
+    expect(await log(plain.id)).toEqual([[1, 'status', 'pending', now]]);
+    expect(await log(leased.id)).toEqual([
+      [1, 'status', 'pending', now + 1],
+      [2, 'status', 'running', now + 1],
+    ]);
+    // Output and status changes count on from the derived event; a resume after it skips it.
+    await store.appendEvents(leased.id, 'tok', [{ text: 'hello' }], now + 5);
+    expect((await store.completeTask(leased.id, 'tok', { ok: true }, now + 6)).kind).toBe('ok');
+    expect((await store.cancelTask(plain.id, now + 7)).kind).toBe('cancelled');
+    expect(await log(leased.id, 1)).toEqual([
+      [2, 'status', 'running', now + 1],
+      [3, 'output', 'hello', now + 5],
+      [4, 'status', 'completed', now + 6],
+    ]);
+    expect(await log(plain.id)).toEqual([
+      [1, 'status', 'pending', now],
+      [2, 'status', 'cancelled', now + 7],
+    ]);
+    expect((await store.listEvents(plain.id, 0, 1)).map((e) => e.id)).toEqual([1]);
+    await store.close();
+    const Database = (await import('better-sqlite3')).default;
+    const db = new Database(path, { readonly: true });
+    // One b-tree fewer per create: the first events are not rows.
+    const stored = db.prepare('SELECT task_id, id FROM task_events').all() as Array<{ task_id: string; id: number }>;
+    expect(stored.map((r) => [r.task_id === plain.id ? 'plain' : 'leased', r.id]).sort()).toEqual([
+      ['leased', 2],
+      ['leased', 3],
+      ['leased', 4],
+      ['plain', 2],
+    ]);
     db.close();
     dir.cleanup();
   });

@@ -49,7 +49,7 @@ import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-threa
 import { isUnavailable, openConnection, SqliteWriter, type CreatedOnce, type Outcome, type WriteOp } from './writer.js';
 
 /** Statements the read side prepares; writes have their own (writer.ts). */
-const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times'] as const;
+const COMMANDS = ['get_task', 'queue_position', 'counts', 'recent_run_times', 'list_events'] as const;
 type Command = (typeof COMMANDS)[number];
 
 export interface SqliteStoreOptions {
@@ -293,9 +293,7 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   listEvents(taskId: string, afterId: number, limit: number): Promise<TaskLogEvent[]> {
-    return this.read('list events', () =>
-      (this.db.prepare('SELECT * FROM task_events WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?').all(taskId, afterId, limit) as EventRow[]).map(rowToEvent),
-    );
+    return this.read('list events', () => (this.stmt.list_events.all({ taskId, afterId, limit }) as EventRow[]).map(rowToEvent));
   }
 
   claimDeliveries(now: number, limit: number, leaseMs: number): Promise<WebhookDelivery[]> {

@@ -151,10 +151,11 @@ export class SqliteWriter {
     this.savepoint = { begin: db.prepare('SAVEPOINT w'), release: db.prepare('RELEASE w'), rollback: db.prepare('ROLLBACK TO w') };
     // Event ids count up per task: the next one is found by a seek to the end of the task's key range.
     this.logNth = db.prepare("INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, ?, 'status', ?, ?)");
+    // A task with no stored event has the implicit first one (id 1, see migration 009).
     this.logStatus = db.prepare(
-      "INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, (SELECT coalesce(max(id), 0) + 1 FROM task_events WHERE task_id = ?), 'status', ?, ?)",
+      "INSERT INTO task_events (task_id, id, type, status, at) VALUES (?, (SELECT coalesce(max(id), 1) + 1 FROM task_events WHERE task_id = ?), 'status', ?, ?)",
     );
-    this.lastEventId = db.prepare('SELECT coalesce(max(id), 0) FROM task_events WHERE task_id = ?').pluck();
+    this.lastEventId = db.prepare('SELECT coalesce(max(id), 1) FROM task_events WHERE task_id = ?').pluck();
     this.logOutput = db.prepare('INSERT INTO task_events (task_id, id, type, progress, text, at) VALUES (?, ?, ?, ?, ?, ?)');
     this.setProgress = db.prepare('UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ?');
     this.queueDelivery = db.prepare('INSERT INTO webhook_deliveries (task_id, event, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)');
@@ -224,11 +225,12 @@ export class SqliteWriter {
    * entry, a webhook delivery when the task asked for one, and the count moves (summed and
    * applied once per batch).
    */
-  private moved(row: MovedRow, from: string | null, to: string, eventId?: number): void {
+  /** `eventId` 'implicit': the event is derived from the row when read, not stored (a task's first). */
+  private moved(row: MovedRow, from: string | null, to: string, eventId?: number | 'implicit'): void {
     if (from === to) return;
     const at = Number(row.updated_at ?? row.created_at ?? Date.now());
-    if (eventId !== undefined) this.logNth.run(row.id, eventId, to, at);
-    else this.logStatus.run(row.id, row.id, to, at);
+    if (typeof eventId === 'number') this.logNth.run(row.id, eventId, to, at);
+    else if (eventId === undefined) this.logStatus.run(row.id, row.id, to, at);
     if (row.webhook_url && row.webhook_events) {
       const events = typeof row.webhook_events === 'string' ? (JSON.parse(row.webhook_events) as string[]) : row.webhook_events;
       if (events.includes(to)) this.queueDelivery.run(row.id, to, row.webhook_url, at, at);
@@ -242,11 +244,11 @@ export class SqliteWriter {
     const moved = { id: r[0], task_type: r[1], model_name: r[2], created_at: r[8], webhook_url: r[10], webhook_events: r[11] };
     if (!lease) {
       this.stmt.insert_task.run(r);
-      this.moved(moved, null, 'pending', 1);
+      this.moved(moved, null, 'pending', 'implicit');
       return;
     }
     this.stmt.insert_task_leased.run(...r, lease.workerId, lease.token, lease.expiresAt, r[8]);
-    this.moved(moved, null, 'pending', 1);
+    this.moved(moved, null, 'pending', 'implicit');
     this.moved(moved, 'pending', 'running', 2);
   }
 
