@@ -202,29 +202,33 @@ export class TaskQueue {
   }
 
   /**
-   * Tasks of the same model already pending, from the store's counters refreshed at most
-   * every 250 ms: an estimate must not cost a count on the create path.
+   * Reads the store's counters again when the last read is over 250 ms old: an estimate must
+   * not cost a count on the create path. Undefined when nothing needs reading.
    */
+  private refreshCounts(now: number): Promise<void> | undefined {
+    if (now - this.pendingCountsAt <= 250) return undefined;
+    return (this.pendingRefresh ??= this.store
+      .counts()
+      .then((rows) => {
+        const pending: PendingCounts = new Map();
+        const running: PendingCounts = new Map();
+        for (const r of rows) {
+          if (r.status === 'pending') addPending(pending, r, r.current);
+          else if (r.status === 'running') addPending(running, r, r.current);
+        }
+        this.pendingCounts = pending;
+        this.runningCounts = running;
+        this.pendingCountsAt = Date.now();
+      })
+      .finally(() => {
+        this.pendingRefresh = null;
+      }));
+  }
+
+  /** Tasks of the same model already pending, from the counters (see refreshCounts). */
   private pendingAhead(model: ModelRef, now: number): number | Promise<number> {
-    if (now - this.pendingCountsAt > 250) {
-      this.pendingRefresh ??= this.store
-        .counts()
-        .then((rows) => {
-          const pending: PendingCounts = new Map();
-          const running: PendingCounts = new Map();
-          for (const r of rows) {
-            if (r.status === 'pending') addPending(pending, r, r.current);
-            else if (r.status === 'running') addPending(running, r, r.current);
-          }
-          this.pendingCounts = pending;
-          this.runningCounts = running;
-          this.pendingCountsAt = Date.now();
-        })
-        .finally(() => {
-          this.pendingRefresh = null;
-        });
-      return this.pendingRefresh.then(() => Math.max(0, pendingOf(this.pendingCounts, model)));
-    }
+    const refreshed = this.refreshCounts(now);
+    if (refreshed) return refreshed.then(() => Math.max(0, pendingOf(this.pendingCounts, model)));
     return Math.max(0, pendingOf(this.pendingCounts, model));
   }
 
@@ -244,8 +248,7 @@ export class TaskQueue {
     const now = Date.now();
     if (task.status === 'pending') {
       const model = refOf(task);
-      // Refreshes the running counts when they are older than 250 ms.
-      const [ahead] = await Promise.all([this.store.queuePosition(task), this.pendingAhead(model, now)]);
+      const [ahead] = await Promise.all([this.store.queuePosition(task), this.refreshCounts(now)]);
       return { queuePosition: ahead, estimatedCompletion: this.eta.estimate(model, ahead, now, null, this.runningOf(model)) };
     }
     if (task.status === 'running') {

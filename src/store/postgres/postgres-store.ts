@@ -478,20 +478,33 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   heartbeat(id: string, leaseToken: string, leaseMs: number, now: number, progress?: number): Promise<LeaseOutcome> {
-    const params = [id, leaseToken, now + leaseMs, progress ?? null, now];
     // A worker's heartbeat names each of its tasks: they arrive in one turn and go in one statement.
-    if (this.closing || this.heartbeats.has(id)) return this.leaseWrite('heartbeat', params, id, leaseToken);
+    if (this.closing || this.heartbeats.has(id)) return this.leaseWrite('heartbeat', [id, leaseToken, now + leaseMs, progress ?? null, now], id, leaseToken);
     return new Promise((resolve, reject) =>
       this.heartbeats.add({ id, leaseToken, expiresAt: now + leaseMs, progress: progress ?? null, now, resolve, reject }),
     );
   }
 
   private heartbeatTogether(batch: QueuedHeartbeat[]): Promise<void> {
-    const columns = [batch.map((h) => h.id), batch.map((h) => h.leaseToken), batch.map((h) => h.expiresAt), batch.map((h) => h.progress), batch.map((h) => h.now)];
-    return this.together(batch, (h) => h.id, () => this.run<TaskRow>('heartbeat_tasks', columns), {
-      alone: (h) => this.leaseWrite('heartbeat', [h.id, h.leaseToken, h.expiresAt, h.progress, h.now], h.id, h.leaseToken).then(h.resolve, h.reject),
-      found: (h, r) => h.resolve({ kind: 'ok', task: rowToTask(r) }),
-      missing: (h) => void this.leaseMiss(h.id, h.leaseToken).then(h.resolve, h.reject),
+    return this.leaseWritesTogether(batch, 'heartbeat_tasks', 'heartbeat', (h) => [h.id, h.leaseToken, h.expiresAt, h.progress, h.now]);
+  }
+
+  /**
+   * Writes under lease tokens, one per item, in one statement (`many`, taking each parameter
+   * of `one` as an array): a row not returned did not hold its lease and gets its own outcome.
+   */
+  private leaseWritesTogether<I extends Queued<LeaseOutcome> & { id: string; leaseToken: string }>(
+    batch: I[],
+    many: Command,
+    one: Command,
+    params: (item: I) => unknown[],
+  ): Promise<void> {
+    const rows = batch.map(params);
+    const columns = rows[0].map((_, i) => rows.map((r) => r[i]));
+    return this.together(batch, (w) => w.id, () => this.run<TaskRow>(many, columns), {
+      alone: (w) => this.leaseWrite(one, params(w), w.id, w.leaseToken).then(w.resolve, w.reject),
+      found: (w, r) => w.resolve({ kind: 'ok', task: rowToTask(r) }),
+      missing: (w) => void this.leaseMiss(w.id, w.leaseToken).then(w.resolve, w.reject),
     });
   }
 
@@ -506,12 +519,7 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   private completeTogether(batch: QueuedCompletion[]): Promise<void> {
-    const columns = [batch.map((c) => c.id), batch.map((c) => c.leaseToken), batch.map((c) => c.result), batch.map((c) => c.now)];
-    return this.together(batch, (c) => c.id, () => this.run<TaskRow>('complete_tasks', columns), {
-      alone: (c) => this.leaseWrite('complete_task', [c.id, c.leaseToken, c.result, c.now], c.id, c.leaseToken).then(c.resolve, c.reject),
-      found: (c, r) => c.resolve({ kind: 'ok', task: rowToTask(r) }),
-      missing: (c) => void this.leaseMiss(c.id, c.leaseToken).then(c.resolve, c.reject),
-    });
+    return this.leaseWritesTogether(batch, 'complete_tasks', 'complete_task', (c) => [c.id, c.leaseToken, c.result, c.now]);
   }
 
   failTask(id: string, leaseToken: string, req: FailRequest): Promise<LeaseOutcome> {
