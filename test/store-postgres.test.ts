@@ -161,6 +161,43 @@ describe('PostgresTaskStore specifics', () => {
       expect(await store.getTask(staleOne.task.id)).toMatchObject({ leaseExpiresAt: at + 10_001, progress: null });
     }));
 
+  it('while closing, writes what arrives before the pool ends: a completion keeps its result, a create is saved', async () => {
+    const schema = uniqueSchema();
+    try {
+      let store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+      const models = [{ taskType: 'text_generation' as const, modelName: 'm' }];
+      const at = Date.now();
+      await Promise.all(Array.from({ length: 3 }, () => store.createTask({ ...plainTask(undefined, at), timeoutMs: 60_000 })));
+      const [done, beat, failed] = await store.leaseTasks({ workerId: 'w', models, limit: 3, leaseMs: 60_000, now: at + 1 });
+      // A create is queued for this turn; close() starts draining it, and the node's last
+      // lease writes arrive while it does.
+      const queued = store.createTask(plainTask(undefined, at + 2));
+      const closing = store.close();
+      const late = plainTask(undefined, at + 3);
+      const writes = await Promise.all([
+        store.completeTask(done.task.id, done.leaseToken, { text: 'finished during shutdown' }, at + 4),
+        store.heartbeat(beat.task.id, beat.leaseToken, 60_000, at + 4, 0.5),
+        store.failTask(failed.task.id, failed.leaseToken, { retryable: false, error: { code: 'ENGINE_ERROR', message: 'boom' }, now: at + 4 }),
+        store.createTask(late),
+        queued,
+      ]);
+      await closing;
+      expect(writes.slice(0, 3).map((o) => (o as { kind: string }).kind)).toEqual(['ok', 'ok', 'ok']);
+      expect(writes[3]).toMatchObject({ id: late.id, status: 'pending' });
+      await expect(store.createTask(plainTask())).rejects.toThrow(/closed/);
+
+      store = await PostgresTaskStore.open({ url: PG_URL, schema, poolSize: 2 });
+      expect(await store.getTask(done.task.id)).toMatchObject({ status: 'completed', result: { text: 'finished during shutdown' } });
+      expect(await store.getTask(beat.task.id)).toMatchObject({ status: 'running', progress: 0.5 });
+      expect(await store.getTask(failed.task.id)).toMatchObject({ status: 'failed' });
+      expect(await store.getTask(late.id)).toMatchObject({ status: 'pending' });
+      expect(await store.getTask((writes[4] as { id: string }).id)).toMatchObject({ status: 'pending' });
+      await store.close();
+    } finally {
+      await dropSchema(schema);
+    }
+  });
+
   it('logs, counts and hooks the creates of one statement once each, by statement triggers, in seq order', () =>
     inFreshSchema(2, async (store, schema) => {
       const at = Date.now();

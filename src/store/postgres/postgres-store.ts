@@ -196,8 +196,12 @@ export class PostgresTaskStore implements TaskStore {
   readonly answersInCommitOrder = false;
   private readonly listSql = new Map<string, { page: string; total: string }>();
   private closed = false;
-  /** Set by close(): no new creates or completions; those queued still go in. */
+  /**
+   * Set by close(): what is queued goes in, and what arrives until the pool ends goes in a
+   * statement of its own, so a worker finishing while the node stops keeps its result.
+   */
   private closing = false;
+  private readonly busy = new Set<Promise<unknown>>();
   private readonly creates = new TurnBatcher<QueuedCreate>(
     (batch) => this.insertTogether(batch),
     (c) => c.row[3].length + c.row[4].length + 256,
@@ -232,10 +236,18 @@ export class PostgresTaskStore implements TaskStore {
     return new PostgresTaskStore(pool, schema);
   }
 
+  /** Queries and transactions under way: close() lets them finish before the pool ends. */
+  private tracked<T>(work: Promise<T>): Promise<T> {
+    this.busy.add(work);
+    const done = () => this.busy.delete(work);
+    work.then(done, done);
+    return work;
+  }
+
   private async q<R>(what: string, sql: string, params: unknown[] = []): Promise<R[]> {
     if (this.closed) throw new StoreUnavailableError('Task store is closed');
     try {
-      return (await this.pool.query(sql, params)).rows as R[];
+      return (await this.tracked(this.pool.query(sql, params))).rows as R[];
     } catch (err) {
       throw wrap(err, what);
     }
@@ -248,7 +260,7 @@ export class PostgresTaskStore implements TaskStore {
   async createTask(t: NewTask): Promise<TaskRecord> {
     const lease = t.lease;
     if (lease) return rowToTask((await this.run<TaskRow>('insert_task_leased', [...insertRow(t), lease.workerId, lease.token, lease.expiresAt]))[0]);
-    if (this.closing) throw new StoreUnavailableError('Task store is closed');
+    if (this.closing) return rowToTask((await this.run<TaskRow>('insert_task', insertRow(t)))[0]);
     return new Promise((resolve, reject) => this.creates.add({ task: t, row: insertRow(t), resolve, reject }));
   }
 
@@ -295,8 +307,12 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   /** Runs `fn` in one transaction on one pooled connection. */
-  private async transaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    if (this.closed) throw new StoreUnavailableError('Task store is closed');
+  private transaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new StoreUnavailableError('Task store is closed'));
+    return this.tracked(this.inTransaction(what, fn));
+  }
+
+  private async inTransaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
@@ -510,11 +526,10 @@ export class PostgresTaskStore implements TaskStore {
 
   // RETURNING gives the row in the same round trip: the caller's copy is not needed.
   async completeTask(id: string, leaseToken: string, result: Record<string, unknown>, now: number): Promise<LeaseOutcome> {
-    if (this.closing) throw new StoreUnavailableError('Task store is closed');
     const json = JSON.stringify(result);
     // The same task twice in one statement would be updated once and both told ok: a second
     // one goes in a statement of its own, and the row lock decides which of the two wins.
-    if (this.completions.has(id)) return this.leaseWrite('complete_task', [id, leaseToken, json, now], id, leaseToken);
+    if (this.closing || this.completions.has(id)) return this.leaseWrite('complete_task', [id, leaseToken, json, now], id, leaseToken);
     return new Promise((resolve, reject) => this.completions.add({ id, leaseToken, result: json, now, resolve, reject }));
   }
 
@@ -672,6 +687,8 @@ export class PostgresTaskStore implements TaskStore {
     // Creates, completions and heartbeats already queued are written (or fail) before the pool stops taking queries.
     await Promise.all([this.creates.drain(), this.completions.drain(), this.heartbeats.drain()]);
     this.closed = true;
+    // A query waiting for a connection when the pool ends would wait until it times out.
+    await Promise.allSettled([...this.busy]);
     await this.pool.end();
   }
 }
