@@ -93,6 +93,32 @@ describe('disk full', () => {
   }, 60_000);
 });
 
+describe('disk full, while writes that need no new pages still commit', () => {
+  it('health stays 503 until a create would fit again, however many in-place writes succeed meanwhile', async () => {
+    const path = join(dir.path, 'full-partial.db');
+    const store = SqliteTaskStore.open({ path });
+    const srv = await startServer({ store });
+    try {
+      const body = { task_type: 'text_generation', model_name: 'unserved-llm', input_data: { prompt: 'x'.repeat(2000) } };
+      for (let i = 0; i < 3; i++) expect((await post(`${srv.url}/tasks`, body)).status).toBe(201);
+      const [held] = await store.leaseTasks({ workerId: 'w', models: [{ taskType: 'text_generation', modelName: 'unserved-llm' }], limit: 1, leaseMs: 60_000, now: Date.now() });
+      store.setMaxBytes(1);
+      let refused = 0;
+      for (let i = 0; i < 200 && refused === 0; i++) if ((await post(`${srv.url}/tasks`, body)).status === 503) refused++;
+      expect(refused).toBe(1);
+      // A heartbeat rewrites its row in place and commits on a full file.
+      for (let i = 0; i < 3; i++) expect((await store.heartbeat(held.task.id, held.leaseToken, 60_000, Date.now(), i / 10)).kind).toBe('ok');
+      expect((await fetch(`${srv.url}/health`)).status).toBe(503);
+      expect((await post(`${srv.url}/tasks`, body)).status).toBe(503);
+      store.setMaxBytes(0);
+      await waitFor(async () => (await fetch(`${srv.url}/health`)).status === 200, 5000, 'health to recover');
+      expect((await post(`${srv.url}/tasks`, body)).status).toBe(201);
+    } finally {
+      await srv.close();
+    }
+  }, 60_000);
+});
+
 describe('soak: mixed task types, cancels, failures and worker restarts', () => {
   const SECONDS = Number(process.env.SOAK_SECONDS ?? 8);
   // The drain after the run is bounded too: the workers here finish about 150 tasks a second.

@@ -70,7 +70,12 @@ interface Waiting {
   reject: (err: unknown) => void;
   /** What the promise resolves with when the write's outcome carries no value. */
   value: unknown;
+  /** A write that needs fresh pages (a new task, the health probe). */
+  grows: boolean;
 }
+
+/** Writes that add rows: one of them committing shows a full file has room again. */
+const growing = (op: WriteOp): boolean => op.op === 'createTask' || op.op === 'createTaskOnce' || op.op === 'probe';
 
 function wrap(err: unknown, what: string): unknown {
   if (err instanceof StoreUnavailableError) return err;
@@ -128,7 +133,10 @@ export class SqliteTaskStore implements TaskStore {
   private closed = false;
   /** The writer thread's last report. */
   private lastCommitStats: CommitStats | null = null;
-  /** Set when a commit failed; cleared by the next one that succeeds. */
+  /**
+   * Set when a commit failed; cleared by a write that adds rows: a full file still takes
+   * writes that rewrite a row in place, and those prove nothing.
+   */
   private writeFailure: unknown = null;
 
   static open(opts: SqliteStoreOptions): SqliteTaskStore {
@@ -199,7 +207,7 @@ export class SqliteTaskStore implements TaskStore {
     return new Promise<T>((resolve, reject) => {
       const id = this.nextId++;
       if (this.waiting.size === 0) this.thread?.ref();
-      this.waiting.set(id, { resolve, reject, value });
+      this.waiting.set(id, { resolve, reject, value, grows: growing(op) });
       this.outbox.ids.push(id);
       this.outbox.ops.push(op);
       if (!this.immediateScheduled) {
@@ -243,10 +251,13 @@ export class SqliteTaskStore implements TaskStore {
 
   /** A committed group: each write gets its own outcome (null: every write succeeded with no value). */
   private acknowledge(ids: number[], outcomes: Outcome[] | null): void {
-    this.writeFailure = null;
     for (let i = 0; i < ids.length; i++) {
       const o = outcomes?.[i];
-      this.settle(ids[i], (w) => (o && !o.ok ? w.reject(o.err) : w.resolve(o?.value === undefined ? w.value : o.value)));
+      this.settle(ids[i], (w) => {
+        if (o && !o.ok) return w.reject(o.err);
+        if (w.grows) this.writeFailure = null;
+        w.resolve(o?.value === undefined ? w.value : o.value);
+      });
     }
   }
 
