@@ -251,6 +251,8 @@ export async function measure({ url, method = 'GET', body, headers, connections,
     serverCpuPct: (serverCpuS / elapsedS) * 100,
     /** The same for the server's main thread alone: its event loop. */
     serverMainCpuUsPerReq: ((end.serverMainCpu - main0) * 1e6) / Math.max(1, result['2xx'] + result.non2xx),
+    /** How busy the event loop was, % of one core: under 100 at full load, it waited on something. */
+    serverMainCpuPct: ((end.serverMainCpu - main0) / elapsedS) * 100,
     /** Machine-wide, over the run: CPU stolen by the hypervisor and time waiting on I/O (% of all cores). */
     stealPct: ((m1.steal - m0.steal) / dTotal) * 100,
     iowaitPct: ((m1.iowait - m0.iowait) / dTotal) * 100,
