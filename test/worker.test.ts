@@ -525,6 +525,76 @@ describe('worker runtime and leases', () => {
       expect(await statusOf(t.id)).toMatchObject({ status: 'pending', attempts: 0, workerId: null });
     });
   });
+
+  describe('handoff to a remote worker\'s long-poll', () => {
+    /** Events on the bus, in order, as [type, task id, dispatched]. */
+    /** Resolves once the poll's lease has found the queue empty and the poll waits. */
+    const pollWaiting = () =>
+      waitFor(async () => (queue as unknown as { wakeups: LeaseWakeups }).wakeups.drained('remote-1', [MODEL]), 3000, 'the poll to wait');
+
+    function record() {
+      const seen: Array<[string, string, boolean]> = [];
+      queue.bus.subscribe((e) => seen.push([e.type, e.task.id, e.dispatched === true]));
+      return seen;
+    }
+
+    it('a create while the poll waits on an empty queue is inserted leased to it and answers the poll', async () => {
+      const polling = queue.leaseWaitHandoff('remote-1', [MODEL], 2, 10_000);
+      await pollWaiting(); // its lease found nothing: it waits
+      const seen = record();
+      const r = await queue.create({ ...MODEL, inputData: { prompt: 'go' }, parameters: {} });
+      const got = await polling;
+      expect(got.map((l) => l.task.id)).toEqual([r.task.id]);
+      expect(got[0].task).toMatchObject({ status: 'running', workerId: 'remote-1', attempts: 1 });
+      expect(seen.slice(0, 2)).toEqual([
+        ['created', r.task.id, true],
+        ['leased', r.task.id, false],
+      ]);
+      const row = await statusOf(r.task.id);
+      expect(row).toMatchObject({ status: 'running', workerId: 'remote-1', leaseToken: got[0].leaseToken, startedAt: row.createdAt });
+      // The lease is an ordinary one: completing under its token works.
+      expect((await queue.complete(r.task.id, got[0].leaseToken, { ok: true })).kind).toBe('ok');
+    });
+
+    it('a task already pending is leased, not skipped; one that becomes pending another way still wakes the poll', async () => {
+      const older = await create({ priority: 0 });
+      expect((await queue.leaseWaitHandoff('remote-1', [MODEL], 1, 10_000)).map((l) => l.task.id)).toEqual([older.id]);
+      const t = await create();
+      const [other] = await queue.lease('other-worker', [MODEL], 1);
+      const polling = queue.leaseWaitHandoff('remote-1', [MODEL], 1, 10_000);
+      await pollWaiting();
+      // Requeued by a retryable failure elsewhere: not a create, so it is not handed over; the poll leases it.
+      expect((await queue.fail(t.id, other.leaseToken, { code: 'DEVICE_LOST', message: 'gone' }, true)).kind).toBe('ok');
+      const got = await polling;
+      expect(got.map((l) => l.task.id)).toEqual([t.id]);
+      expect(got[0].task).toMatchObject({ workerId: 'remote-1', attempts: 2 });
+    });
+
+    it('takes no more than the poll asked for: the rest stay pending, in order', async () => {
+      const polling = queue.leaseWaitHandoff('remote-1', [MODEL], 1, 10_000);
+      await pollWaiting();
+      const made = await Promise.all([create(), create(), create()]);
+      const got = await polling;
+      expect(got.map((l) => l.task.id)).toEqual([made[0].id]);
+      for (const t of made.slice(1)) expect(await statusOf(t.id)).toMatchObject({ status: 'pending', workerId: null });
+      expect((await queue.leaseWaitHandoff('remote-1', [MODEL], 5, 0)).map((l) => l.task.id)).toEqual(made.slice(1).map((t) => t.id));
+    });
+
+    it('a poll ending while a create holds its slot still answers with that task: nothing is leased to a worker that never hears of it', async () => {
+      const controller = new AbortController();
+      const polling = queue.leaseWaitHandoff('remote-1', [MODEL], 1, 10_000, controller.signal);
+      await pollWaiting();
+      // The create claims the slot at once and commits later; the poll is told to end in between.
+      const creating = create();
+      controller.abort();
+      const [got, t] = await Promise.all([polling, creating]);
+      expect(got.map((l) => l.task.id)).toEqual([t.id]);
+      expect(await statusOf(t.id)).toMatchObject({ status: 'running', workerId: 'remote-1' });
+      // Once the poll has answered, creates go to the store as usual.
+      const later = await create();
+      expect(await statusOf(later.id)).toMatchObject({ status: 'pending', workerId: null });
+    });
+  });
 });
 
 describe('lease wakeups: when a worker counts as drained', () => {
