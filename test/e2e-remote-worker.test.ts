@@ -16,8 +16,7 @@ import { HttpTransport } from '../src/worker/http-transport.js';
 import { Worker } from '../src/worker/worker.js';
 import { GateEngine } from './helpers/engines.js';
 import { spawnServer, type ServerProcess } from './helpers/process.js';
-import { json, post, startServer, tempDir, waitFor } from './helpers/server.js';
-import type { LeaseWakeups } from '../src/scheduler/wakeups.js';
+import { json, post, tempDir, waitFor } from './helpers/server.js';
 
 /** Absolute: a relative model_path would be resolved against the catalog's own (temporary) directory. */
 const TINY_LLAMA = fileURLToPath(new URL('../models/tiny-llama.gguf', import.meta.url));
@@ -738,44 +737,6 @@ describe('the HTTP worker transport on a bad network', () => {
       srv.child.kill('SIGKILL');
       await srv.exited;
       dir.cleanup();
-    }
-  });
-});
-
-describe('a create while a remote worker\'s poll waits', () => {
-  it('is inserted already leased to that worker and answers its poll over HTTP: the engine starts, the result is kept', async () => {
-    const srv = await startServer({ env: { TASK_MANAGER_EMBEDDED_WORKER: 'false', TASK_MANAGER_WORKER_TOKEN: TOKEN } });
-    const MODEL = { taskType: 'text_generation' as const, modelName: 'test-llm' };
-    const engine = new GateEngine();
-    const worker = new Worker({
-      id: 'remote-handoff',
-      transport: new HttpTransport({ serverUrl: srv.url, token: TOKEN }),
-      models: [{ ...MODEL, engine, modelOptions: {} }],
-      concurrency: 2,
-      heartbeatMs: 1_000,
-      leaseWaitMs: 20_000,
-    });
-    const { queue } = srv.app.services;
-    const seen: Array<[string, string, boolean]> = [];
-    queue.bus.subscribe((e) => seen.push([e.type, e.task.id, e.dispatched === true]));
-    try {
-      await worker.start();
-      // Its first lease found the queue empty: the poll waits on the server.
-      await waitFor(async () => (queue as unknown as { wakeups: LeaseWakeups }).wakeups.drained('remote-handoff', [MODEL]), 5_000, 'the poll to wait');
-      const id = (await json(await post(`${srv.url}/tasks`, { task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'p' } }))).task_id;
-      await engine.started(1, 5_000);
-      expect(engine.runs[0].task.id).toBe(id);
-      expect(seen.filter(([, t]) => t === id).slice(0, 2)).toEqual([
-        ['created', id, true],
-        ['leased', id, false],
-      ]);
-      engine.finish(id, { text: 'done' });
-      const t = await finished(srv.url, id, 5_000);
-      expect(t).toMatchObject({ status: 'completed', attempts: 1, result: { text: 'done' } });
-      expect(t.started_at).toBe(t.created_at);
-    } finally {
-      await worker.stop(0);
-      await srv.close();
     }
   });
 });

@@ -320,69 +320,6 @@ export class TaskQueue {
   }
 
   /**
-   * A remote worker's long-poll: as `leaseWait`, and while it waits with the queue empty for
-   * its models, a create of one of them is inserted already leased to it and answers the poll
-   * (one transaction instead of a create and a lease, and no lease query after the wakeup).
-   * Tasks handed over are returned with any the poll leased; the caller gives them back if the
-   * worker cannot be answered.
-   */
-  async leaseWaitHandoff(workerId: string, models: ModelRef[], limit: number, waitMs: number, signal?: AbortSignal): Promise<LeasedTask[]> {
-    // An in-process worker of the same id takes its handoffs itself.
-    if (limit <= 0 || this.wakeups.attached(workerId)) return this.leaseWait(workerId, models, limit, waitMs, signal);
-    const handed: LeasedTask[] = [];
-    let reserved = 0;
-    // Only while the poll waits, after a lease found nothing: then every slot it asked for is free.
-    let waiting = false;
-    let wakePoll = (): void => {};
-    let settled: (() => void) | null = null;
-    const detach = this.wakeups.attach(workerId, models, {
-      reserve: () => (waiting && handed.length + reserved < limit ? (reserved++, true) : false),
-      deliver: (leased) => {
-        reserved--;
-        handed.push(leased);
-        wakePoll();
-        if (reserved === 0) settled?.();
-      },
-      unreserve: () => {
-        reserved--;
-        if (reserved === 0) settled?.();
-      },
-      accepts: () => waiting && handed.length + reserved < limit,
-    });
-    const finish = async (leased: LeasedTask[]): Promise<LeasedTask[]> => {
-      waiting = false;
-      detach();
-      // A create holding a slot commits in a moment: its task is this worker's.
-      if (reserved > 0) await new Promise<void>((resolve) => (settled = resolve));
-      return [...leased, ...handed];
-    };
-    const deadline = Date.now() + waitMs;
-    for (;;) {
-      const waiter = this.wakeups.wait(models, deadline - Date.now(), signal, workerId);
-      wakePoll = waiter.cancel;
-      if (!this.wakeups.drained(workerId, models)) {
-        let leased: LeasedTask[];
-        try {
-          leased = await this.lease(workerId, models, limit);
-        } catch (err) {
-          waiter.cancel();
-          await finish([]);
-          throw err;
-        }
-        if (leased.length > 0 || Date.now() >= deadline || signal?.aborted) {
-          waiter.cancel();
-          return finish(leased);
-        }
-      }
-      waiting = true;
-      await waiter.promise;
-      waiting = false;
-      if (handed.length > 0 || reserved > 0 || signal?.aborted || Date.now() >= deadline) return finish([]);
-      // Woken by a task that became pending without being handed over: lease it.
-    }
-  }
-
-  /**
    * Lets creates hand tasks of these models to a worker in this process once its lease has
    * found the queue empty (see LeaseWakeups). Returns the undo.
    */

@@ -231,7 +231,7 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
             if (maxTasks > 0 && woken !== undefined && Date.now() - woken < WAKE_KEPT_MS) {
               leased = await queue.lease(workerId, models, maxTasks);
             } else if (maxTasks > 0) {
-              leased = await queue.leaseWaitHandoff(workerId, models, maxTasks, waitMs, controller.signal);
+              leased = await queue.leaseWait(workerId, models, maxTasks, waitMs, controller.signal);
             } else {
               await new Promise<void>((resolve) => {
                 const t = setTimeout(resolve, waitMs);
