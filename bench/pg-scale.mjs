@@ -74,7 +74,7 @@ async function crossNodeLatency() {
   const starts = new Map();
   const waiters = new Map();
   readline.createInterface({ input: b.stdout }).on('line', (line) => {
-    const m = /^start (\S+) (\d+)$/.exec(line);
+    const m = /^start (\S+) ([\d.]+)$/.exec(line);
     if (!m) return;
     starts.set(m[1], Number(m[2]));
     waiters.get(m[1])?.();
@@ -82,13 +82,13 @@ async function crossNodeLatency() {
   await waitForHttp(`http://127.0.0.1:${pb}/health`, b);
   const body = JSON.stringify({ task_type: 'text_generation', model_name: 'noop', input_data: { prompt: 'x' } });
   const createOnA = async () => {
-    const t0 = Date.now();
+    const t0 = performance.timeOrigin + performance.now();
     const res = await fetch(`http://127.0.0.1:${pa}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     const { task_id } = await res.json();
     if (!starts.has(task_id)) await new Promise((r) => waiters.set(task_id, r));
     return starts.get(task_id) - t0;
   };
-  const pct = (xs, p) => [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(xs.length * p))];
+  const pct = (xs, p) => Math.round([...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(xs.length * p))]);
   for (let i = 0; i < 20; i++) await createOnA(); // warm-up
   const idle = [];
   for (let i = 0; i < LATENCY_SAMPLES; i++) idle.push(await createOnA());
