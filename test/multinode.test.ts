@@ -84,6 +84,51 @@ describe('two server processes on one PostgreSQL database', () => {
   });
 });
 
+describe("a worker's wake across nodes", () => {
+  const schema = uniqueSchema('tmwake');
+  const TOKEN = 'multinode-worker-token-0123456789';
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  let a: TestServer;
+  let b: TestServer;
+
+  beforeAll(async () => {
+    const env = { DATABASE_URL: PG_URL, TASK_MANAGER_PG_SCHEMA: schema, TASK_MANAGER_EMBEDDED_WORKER: 'false', TASK_MANAGER_WORKER_TOKEN: TOKEN, TASK_MANAGER_LEASE_SECONDS: '120' };
+    a = await startServer({ env });
+    b = await startServer({ env });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await dropSchema(schema);
+  });
+
+  it('a wake sent to node A answers the poll waiting on node B; with none waiting, the next poll on B answers at once', async () => {
+    const models = [{ task_type: 'text_generation', model_name: 'test-llm' }];
+    expect((await post(`${b.url}/workers/register`, { worker_id: 'lb-worker', models, concurrency: 2 }, auth)).status).toBe(200);
+    const lease = (url: string, body: object) => post(`${url}/workers/lb-worker/lease`, body, auth).then(json);
+
+    const waiting = lease(b.url, { max_tasks: 1, wait_seconds: 60 });
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    expect(await lease(a.url, { max_tasks: 0, wait_seconds: 0, wake: true })).toEqual({ tasks: [], cancelled: [] });
+    expect(await waiting).toEqual({ tasks: [], cancelled: [] });
+    expect(Date.now() - t0).toBeLessThan(10_000);
+
+    // The wake arrives before the poll does: the poll still answers at once.
+    await lease(a.url, { max_tasks: 0, wait_seconds: 0, wake: true });
+    await new Promise((r) => setTimeout(r, 300)); // the NOTIFY reaches B
+    const t1 = Date.now();
+    expect(await lease(b.url, { max_tasks: 1, wait_seconds: 60 })).toEqual({ tasks: [], cancelled: [] });
+    expect(Date.now() - t1).toBeLessThan(10_000);
+
+    // Used up: B's next poll waits for work again, and gets it from a create on A.
+    const next = lease(b.url, { max_tasks: 1, wait_seconds: 60 });
+    await new Promise((r) => setTimeout(r, 300));
+    const created = await json(await post(`${a.url}/tasks`, { task_type: 'text_generation', model_name: 'test-llm', input_data: { prompt: 'x' } }));
+    expect((await next).tasks.map((t: any) => t.task_id)).toEqual([created.task_id]);
+  });
+});
+
 describe('cross-node events', () => {
   const schema = uniqueSchema('tmevents');
   let a: TestServer;

@@ -18,6 +18,13 @@ export interface TaskEvent {
 export interface EventBus {
   publish(event: TaskEvent): void;
   subscribe(listener: (event: TaskEvent) => void): () => void;
+  /**
+   * Tells the other nodes (not this one) that a worker asked to be woken: its lease poll may
+   * be waiting on one of them, where the request to wake it did not land.
+   */
+  wakeWorker(workerId: string): void;
+  /** Wakes that other nodes sent. */
+  onWorkerWake(listener: (workerId: string) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -35,6 +42,13 @@ export class LocalEventBus implements EventBus {
   subscribe(listener: (event: TaskEvent) => void): () => void {
     this.emitter.on('event', listener);
     return () => this.emitter.off('event', listener);
+  }
+
+  /** One node: there are no others to tell. */
+  wakeWorker(): void {}
+
+  onWorkerWake(): () => void {
+    return () => {};
   }
 
   async close(): Promise<void> {

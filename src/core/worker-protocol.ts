@@ -76,7 +76,7 @@ export const LeaseBody = Type.Object(
     wake: Type.Optional(
       Type.Boolean({
         description:
-          "Answer this worker's lease poll waiting on this node now, with what it has leased (or, if none is waiting yet, its next poll at once); sent with max_tasks 0 and wait_seconds 0 when a full engine frees",
+          "Answer this worker's waiting lease poll now, with what it has leased (or, if none is waiting yet, its next poll at once), on whichever node of the deployment it waits; sent with max_tasks 0 and wait_seconds 0 when a full engine frees",
       }),
     ),
   },

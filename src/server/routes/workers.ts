@@ -80,6 +80,16 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const waitingPolls = new Map<string, AbortController>();
   /** Wakes that found no poll waiting: the worker's next poll answers at once. */
   const wokenAt = new Map<string, number>();
+  /** Answers the worker's poll waiting on this node, or else makes its next poll here answer at once. */
+  const wake = (workerId: string): boolean => {
+    const waiting = waitingPolls.get(workerId);
+    if (waiting) waiting.abort();
+    else wokenAt.set(workerId, Date.now());
+    return waiting !== undefined;
+  };
+  // Behind a load balancer the wake and the poll it is for may reach different nodes.
+  const offWake = queue.bus.onWorkerWake(wake);
+  app.addHook('onClose', async () => offWake());
 
   const known = async (workerId: string) => {
     const worker = await queue.workers.get(workerId);
@@ -192,12 +202,8 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       async (request, reply) => {
         const workerId = request.params.worker_id;
         const worker = await known(workerId);
-        const { max_tasks: maxTasks, wait_seconds: waitSeconds, running = [], wake = false } = request.body;
-        if (wake) {
-          const waiting = waitingPolls.get(workerId);
-          if (waiting) waiting.abort();
-          else wokenAt.set(workerId, Date.now());
-        }
+        const { max_tasks: maxTasks, wait_seconds: waitSeconds, running = [], wake: wakeAsked = false } = request.body;
+        if (wakeAsked && !wake(workerId)) queue.bus.wakeWorker(workerId);
         const models = request.body.models === undefined ? worker.models : scopeModels(worker.models, request.body.models);
         const waitMs = Math.min(maxWaitMs, waitSeconds === undefined ? maxWaitMs : waitSeconds * 1000);
 
@@ -225,9 +231,9 @@ export const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
             if (maxTasks > 0) leased = await queue.lease(workerId, models, maxTasks);
           } else {
             // A wake that came before this poll: answer with what there is now, without waiting.
-            const woken = wake ? undefined : wokenAt.get(workerId);
+            const woken = wakeAsked ? undefined : wokenAt.get(workerId);
             if (woken !== undefined) wokenAt.delete(workerId);
-            if (waitMs > 0 && !wake) waitingPolls.set(workerId, controller);
+            if (waitMs > 0 && !wakeAsked) waitingPolls.set(workerId, controller);
             if (maxTasks > 0 && woken !== undefined && Date.now() - woken < WAKE_KEPT_MS) {
               leased = await queue.lease(workerId, models, maxTasks);
             } else if (maxTasks > 0) {

@@ -10,6 +10,8 @@ export const MAX_PAYLOAD = 7900;
 
 interface Wire {
   o: string; // origin node
+  /** A worker to wake (see EventBus.wakeWorker); such a message carries no event. */
+  w?: string;
   e: Omit<TaskEvent, 'task'> & {
     task: TaskRecord;
     /** The task came without its inputs and result: read it back. */
@@ -108,6 +110,10 @@ export class PgEventBus implements EventBus {
       return;
     }
     if (wire.o === this.nodeId) return;
+    if (typeof wire.w === 'string') {
+      this.emitter.emit('wake', wire.w);
+      return;
+    }
     const { partial, logAfter, logLast, logCount, ...event } = wire.e;
     if (!partial && logAfter === undefined) {
       if (this.readingBack === 0) this.emitter.emit('event', event);
@@ -148,8 +154,22 @@ export class PgEventBus implements EventBus {
 
   publish(event: TaskEvent): void {
     this.emitter.emit('event', event);
+    this.send(wirePayload(this.nodeId, event));
+  }
+
+  wakeWorker(workerId: string): void {
+    // Worker ids are at most 128 characters: always far under a NOTIFY's limit.
+    this.send(JSON.stringify({ o: this.nodeId, w: workerId }));
+  }
+
+  onWorkerWake(listener: (workerId: string) => void): () => void {
+    this.emitter.on('wake', listener);
+    return () => this.emitter.off('wake', listener);
+  }
+
+  private send(payload: string): void {
     if (this.closed) return;
-    this.outbox.push(wirePayload(this.nodeId, event));
+    this.outbox.push(payload);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
