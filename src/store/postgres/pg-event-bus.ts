@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { EventBus, TaskEvent } from '../../core/events.js';
 import type { TaskLogEvent } from '../../core/store.js';
@@ -10,8 +10,6 @@ export const MAX_PAYLOAD = 7900;
 
 interface Wire {
   o: string; // origin node
-  /** A worker to wake (see EventBus.wakeWorker); such a message carries no event. */
-  w?: string;
   e: Omit<TaskEvent, 'task'> & {
     task: TaskRecord;
     /** The task came without its inputs and result: read it back. */
@@ -44,6 +42,8 @@ export class PgEventBus implements EventBus {
   readonly nodeId = randomBytes(6).toString('hex');
   /** How this node's own notifications begin (see wirePayload): they come back to it, and are not parsed. */
   private readonly ownPrefix = `{"o":${JSON.stringify(this.nodeId)},`;
+  /** Where workers' wakes go between nodes (see EventBus.wakeWorker): a name under PostgreSQL's 63 bytes. */
+  private readonly wakeChannel: string;
   /** Where lost notifications are reported; settable once a logger exists. */
   onError: ((err: unknown) => void) | null;
   /**
@@ -62,6 +62,7 @@ export class PgEventBus implements EventBus {
 
   constructor(private readonly opts: PgEventBusOptions) {
     this.onError = opts.onError ?? null;
+    this.wakeChannel = `tm_wake_${createHash('sha256').update(opts.channel).digest('hex').slice(0, 32)}`;
     this.emitter.setMaxListeners(0);
     this.ready = this.listen();
   }
@@ -74,7 +75,7 @@ export class PgEventBus implements EventBus {
   private async listen(): Promise<void> {
     if (this.closed) return;
     const client = new pg.Client(this.opts.clientConfig);
-    client.on('notification', (msg) => this.receive(msg.payload ?? ''));
+    client.on('notification', (msg) => (msg.channel === this.wakeChannel ? this.receiveWake(msg.payload ?? '') : this.receive(msg.payload ?? '')));
     client.on('error', (err) => {
       this.onError?.(err);
       this.scheduleReconnect(client);
@@ -82,7 +83,7 @@ export class PgEventBus implements EventBus {
     client.on('end', () => this.scheduleReconnect(client));
     try {
       await client.connect();
-      await client.query(`LISTEN ${this.opts.channel}`);
+      await client.query(`LISTEN ${this.opts.channel}; LISTEN ${this.wakeChannel}`);
       this.listener = client;
     } catch (err) {
       this.onError?.(err);
@@ -110,10 +111,6 @@ export class PgEventBus implements EventBus {
       return;
     }
     if (wire.o === this.nodeId) return;
-    if (typeof wire.w === 'string') {
-      this.emitter.emit('wake', wire.w);
-      return;
-    }
     const { partial, logAfter, logLast, logCount, ...event } = wire.e;
     if (!partial && logAfter === undefined) {
       if (this.readingBack === 0) this.emitter.emit('event', event);
@@ -154,26 +151,35 @@ export class PgEventBus implements EventBus {
 
   publish(event: TaskEvent): void {
     this.emitter.emit('event', event);
-    this.send(wirePayload(this.nodeId, event));
+    if (this.closed) return;
+    this.outbox.push(wirePayload(this.nodeId, event));
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
   }
 
   wakeWorker(workerId: string): void {
-    // Worker ids are at most 128 characters: always far under a NOTIFY's limit.
-    this.send(JSON.stringify({ o: this.nodeId, w: workerId }));
+    if (this.closed) return;
+    // Rare, and on a channel of their own: a node from before wakes went across never sees one.
+    this.opts.pool
+      .query('SELECT pg_notify($1, $2)', [this.wakeChannel, JSON.stringify({ o: this.nodeId, w: workerId })])
+      .catch((err) => this.onError?.(err));
+  }
+
+  private receiveWake(payload: string): void {
+    if (payload.startsWith(this.ownPrefix)) return;
+    try {
+      const { w } = JSON.parse(payload) as { w?: unknown };
+      if (typeof w === 'string') this.emitter.emit('wake', w);
+    } catch {
+      // not ours
+    }
   }
 
   onWorkerWake(listener: (workerId: string) => void): () => void {
     this.emitter.on('wake', listener);
     return () => this.emitter.off('wake', listener);
-  }
-
-  private send(payload: string): void {
-    if (this.closed) return;
-    this.outbox.push(payload);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
   }
 
   private flush(): void {
