@@ -347,6 +347,42 @@ describe("each node's in-process worker on PostgreSQL", () => {
 });
 
 describe('the PostgreSQL event bus', () => {
+  it("carries a worker's wake to the other nodes only, on a channel apart from task events", async () => {
+    const schema = uniqueSchema('tmbuswake');
+    const store = await PostgresTaskStore.open({ url: PG_URL, schema });
+    const channel = `tm_bus_${schema}`.toLowerCase();
+    const opts = { pool: store.pool, clientConfig: poolConfig({ url: PG_URL, schema }), channel, hydrate: (id: string) => store.getTask(id), loadLog: () => Promise.resolve([]) };
+    const a = new PgEventBus(opts);
+    const b = new PgEventBus(opts);
+    // A node that listens to the task events' channel alone, as a build from before wakes did.
+    const old = new pg.Client(poolConfig({ url: PG_URL, schema }));
+    try {
+      await a.whenListening();
+      await b.whenListening();
+      await old.connect();
+      const onTaskChannel: string[] = [];
+      old.on('notification', (m) => onTaskChannel.push(m.payload ?? ''));
+      await old.query(`LISTEN ${channel}`);
+      const woken = { a: [] as string[], b: [] as string[] };
+      a.onWorkerWake((id) => woken.a.push(id));
+      b.onWorkerWake((id) => woken.b.push(id));
+      const events: string[] = [];
+      b.subscribe((e) => events.push(e.type));
+      a.wakeWorker('gpu-7');
+      await waitFor(() => woken.b.length > 0, 5_000, 'the wake on the other node');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(woken).toEqual({ a: [], b: ['gpu-7'] });
+      expect(events).toEqual([]);
+      expect(onTaskChannel).toEqual([]);
+    } finally {
+      await old.end();
+      await a.close();
+      await b.close();
+      await store.close();
+      await dropSchema(schema);
+    }
+  });
+
   it('hands on events it must read back from the store in the order they were sent, drops its own, and keeps every NOTIFY under the size limit', async () => {
     const schema = uniqueSchema('tmbus');
     const store = await PostgresTaskStore.open({ url: PG_URL, schema });
