@@ -80,20 +80,22 @@ export async function stopChild(child, signal = 'SIGTERM') {
   return child.exited;
 }
 
+const CLOCK_TICKS = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64
+
+/** utime + stime, in clock ticks, of a /proc stat line: fields 14 and 15, at 11 and 12 after the command name. */
+function statTicks(stat) {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
 /** CPU seconds (user + system) a process has used so far (Linux, /proc/<pid>/stat). */
 export function cpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name.
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  return statTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) / CLOCK_TICKS;
 }
-const CLOCK_TICKS = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64
 
 /** CPU seconds one thread has used so far; a process's main thread has the process's id. */
 export function threadCpuSeconds(pid, tid = pid) {
-  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  return statTicks(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')) / CLOCK_TICKS;
 }
 
 /** CPU seconds used so far by every process named `postgres` on this machine (the server and its backends). */
@@ -107,9 +109,7 @@ export function postgresCpuSeconds() {
     } catch {
       continue; // gone meanwhile
     }
-    if (!stat.includes('(postgres)')) continue;
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
+    if (stat.includes('(postgres)')) ticks += statTicks(stat);
   }
   return ticks / CLOCK_TICKS;
 }

@@ -223,9 +223,9 @@ export class SqliteWriter {
   /**
    * Everything a status change implies, in the transaction that makes it: the event log
    * entry, a webhook delivery when the task asked for one, and the count moves (summed and
-   * applied once per batch).
+   * applied once per batch). `eventId` 'implicit': the event is derived from the row when
+   * read, not stored (a task's first).
    */
-  /** `eventId` 'implicit': the event is derived from the row when read, not stored (a task's first). */
   private moved(row: MovedRow, from: string | null, to: string, eventId?: number | 'implicit'): void {
     if (from === to) return;
     const at = Number(row.updated_at ?? row.created_at ?? Date.now());
