@@ -44,6 +44,7 @@ import {
 } from '../rows.js';
 import { modelToWire } from '../../core/worker-protocol.js';
 import { loadCommands, loadMigrations } from '../sql-files.js';
+import { InFlight } from './in-flight.js';
 import { shaped, type ShapedStatement } from './shaped-rows.js';
 import type { FromWriter, ToWriter, WireError, WriterInit } from './writer-thread.js';
 import { isUnavailable, openConnection, SqliteWriter, type CreatedOnce, type Outcome, type WriteOp } from './writer.js';
@@ -66,6 +67,7 @@ export interface SqliteStoreOptions {
 }
 
 interface Waiting {
+  id: number;
   resolve: (value: any) => void;
   reject: (err: unknown) => void;
   /** What the promise resolves with when the write's outcome carries no value. */
@@ -127,7 +129,7 @@ export class SqliteTaskStore implements TaskStore {
   /** Why the writer thread cannot take writes any more, once it cannot. */
   private threadDown: unknown = null;
   private outbox: { ids: number[]; ops: WriteOp[] } = { ids: [], ops: [] };
-  private readonly waiting = new Map<number, Waiting>();
+  private readonly waiting = new InFlight<Waiting>();
   private nextId = 1;
   private immediateScheduled = false;
   private closed = false;
@@ -207,7 +209,7 @@ export class SqliteTaskStore implements TaskStore {
     return new Promise<T>((resolve, reject) => {
       const id = this.nextId++;
       if (this.waiting.size === 0) this.thread?.ref();
-      this.waiting.set(id, { resolve, reject, value, grows: growing(op) });
+      this.waiting.add({ id, resolve, reject, value, grows: growing(op) });
       this.outbox.ids.push(id);
       this.outbox.ops.push(op);
       if (!this.immediateScheduled) {
@@ -218,9 +220,8 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   private settle(id: number, fn: (w: Waiting) => void): void {
-    const w = this.waiting.get(id);
+    const w = this.waiting.take(id);
     if (!w) return;
-    this.waiting.delete(id);
     if (this.waiting.size === 0) this.thread?.unref();
     fn(w);
   }
@@ -271,7 +272,7 @@ export class SqliteTaskStore implements TaskStore {
   private writerDown(err: unknown): void {
     if (this.threadDown) return;
     this.threadDown = err instanceof StoreUnavailableError ? err : new StoreUnavailableError('Task store unavailable: writer thread failed', err);
-    this.failAll([...this.waiting.keys()], this.threadDown, 'write failed');
+    this.failAll(this.waiting.ids(), this.threadDown, 'write failed');
   }
 
   private read<T>(what: string, fn: () => T): Promise<T> {
