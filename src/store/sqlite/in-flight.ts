@@ -6,7 +6,7 @@
  * A Map kept these before. Once a Map has reached V8's old generation, entries set and
  * deleted at this rate drag every value put in it there too: each create's promise, closures
  * and record were promoted and lived on until a full collection (docs/benchmarks.md,
- * "2026-11-27 03:20 – 04:00 UTC"). A slot emptied here holds nothing.
+ * "2026-11-27 03:20 – 03:50 UTC"). A slot emptied here holds nothing.
  */
 export class InFlight<T extends { id: number }> {
   private slots: Array<T | undefined>;
