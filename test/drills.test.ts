@@ -59,29 +59,44 @@ describe('SIGKILL under a create load, five times', () => {
 });
 
 describe('disk full', () => {
-  it('creates fail with 503 SERVICE_UNAVAILABLE, nothing is corrupted, and the service recovers when space returns', async () => {
-    const path = join(dir.path, 'full.db');
+  const body = { task_type: 'text_generation', model_name: 'unserved-llm', input_data: { prompt: 'x'.repeat(2000) } };
+
+  async function serverOn(name: string) {
+    const path = join(dir.path, name);
     const store = SqliteTaskStore.open({ path });
-    const srv = await startServer({ store });
+    return { path, store, srv: await startServer({ store }) };
+  }
+
+  /** Caps the file at its size now, then creates until one is refused; `kept` gets what was acknowledged meanwhile. */
+  async function fillUp(store: SqliteTaskStore, url: string, kept: string[] = []): Promise<Response | null> {
+    store.setMaxBytes(1); // no room beyond what the file holds now
+    for (let i = 0; i < 200; i++) {
+      const res = await post(`${url}/tasks`, body);
+      if (res.status !== 201) return res;
+      kept.push((await json(res)).task_id);
+    }
+    return null;
+  }
+
+  /** Space returns: health recovers and a create is acknowledged again. */
+  async function recover(store: SqliteTaskStore, url: string): Promise<void> {
+    store.setMaxBytes(0);
+    await waitFor(async () => (await fetch(`${url}/health`)).status === 200, 5000, 'health to recover');
+    expect((await post(`${url}/tasks`, body)).status).toBe(201);
+  }
+
+  it('creates fail with 503 SERVICE_UNAVAILABLE, nothing is corrupted, and the service recovers when space returns', async () => {
+    const { path, store, srv } = await serverOn('full.db');
     try {
-      const body = { task_type: 'text_generation', model_name: 'unserved-llm', input_data: { prompt: 'x'.repeat(2000) } };
       const kept: string[] = [];
       for (let i = 0; i < 5; i++) kept.push((await json(await post(`${srv.url}/tasks`, body))).task_id);
-      store.setMaxBytes(1); // no room beyond what the file holds now
-      let refused: Response | null = null;
-      for (let i = 0; i < 200 && !refused; i++) {
-        const res = await post(`${srv.url}/tasks`, body);
-        if (res.status !== 201) refused = res;
-        else kept.push((await json(res)).task_id);
-      }
+      const refused = await fillUp(store, srv.url, kept);
       expect(refused?.status).toBe(503);
       expect((await json(refused!)).error.code).toBe('SERVICE_UNAVAILABLE');
       expect((await fetch(`${srv.url}/health`)).status).toBe(503);
       // reads still work, and every acknowledged task is intact
       for (const id of kept) expect((await fetch(`${srv.url}/tasks/${id}`)).status).toBe(200);
-      store.setMaxBytes(0); // space returns
-      await waitFor(async () => (await fetch(`${srv.url}/health`)).status === 200, 5000, 'health to recover');
-      expect((await post(`${srv.url}/tasks`, body)).status).toBe(201);
+      await recover(store, srv.url);
       const list = await json(await fetch(`${srv.url}/tasks?limit=1000`));
       expect(list.total).toBe(kept.length + 1);
     } finally {
@@ -91,28 +106,18 @@ describe('disk full', () => {
     expect(check.prepare('PRAGMA integrity_check').get()).toEqual({ integrity_check: 'ok' });
     check.close();
   }, 60_000);
-});
 
-describe('disk full, while writes that need no new pages still commit', () => {
   it('health stays 503 until a create would fit again, however many in-place writes succeed meanwhile', async () => {
-    const path = join(dir.path, 'full-partial.db');
-    const store = SqliteTaskStore.open({ path });
-    const srv = await startServer({ store });
+    const { store, srv } = await serverOn('full-partial.db');
     try {
-      const body = { task_type: 'text_generation', model_name: 'unserved-llm', input_data: { prompt: 'x'.repeat(2000) } };
       for (let i = 0; i < 3; i++) expect((await post(`${srv.url}/tasks`, body)).status).toBe(201);
       const [held] = await store.leaseTasks({ workerId: 'w', models: [{ taskType: 'text_generation', modelName: 'unserved-llm' }], limit: 1, leaseMs: 60_000, now: Date.now() });
-      store.setMaxBytes(1);
-      let refused = 0;
-      for (let i = 0; i < 200 && refused === 0; i++) if ((await post(`${srv.url}/tasks`, body)).status === 503) refused++;
-      expect(refused).toBe(1);
+      expect((await fillUp(store, srv.url))?.status).toBe(503);
       // A heartbeat rewrites its row in place and commits on a full file.
       for (let i = 0; i < 3; i++) expect((await store.heartbeat(held.task.id, held.leaseToken, 60_000, Date.now(), i / 10)).kind).toBe('ok');
       expect((await fetch(`${srv.url}/health`)).status).toBe(503);
       expect((await post(`${srv.url}/tasks`, body)).status).toBe(503);
-      store.setMaxBytes(0);
-      await waitFor(async () => (await fetch(`${srv.url}/health`)).status === 200, 5000, 'health to recover');
-      expect((await post(`${srv.url}/tasks`, body)).status).toBe(201);
+      await recover(store, srv.url);
     } finally {
       await srv.close();
     }
