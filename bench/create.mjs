@@ -2,18 +2,22 @@
 //
 //   npm run bench:create          (builds first)
 //   npm run bench:create:pg       (the same on PostgreSQL: BENCH_DATABASE_URL, default the local test database)
-//   BENCH_DURATION=10 BENCH_SLICES=5 BENCH_WARMUP=3 BENCH_CONNECTIONS=50 BENCH_RETRIES=2 node bench/create.mjs
-//   (and BENCH_EQUAL_RATE, BENCH_EQUAL_DURATION=4, BENCH_EQUAL_ROUNDS=2 for the equal-load runs)
+//   BENCH_DURATION=10 BENCH_SLICES=5 BENCH_WARMUP=3 BENCH_CONNECTIONS=25,50,100,200 BENCH_RETRIES=2 node bench/create.mjs
+//   (and BENCH_EQUAL_RATE, BENCH_EQUAL_CONNECTIONS=50, BENCH_EQUAL_DURATION=4, BENCH_EQUAL_ROUNDS=2 for the equal-load runs)
 //
 // Two child-process servers, so autocannon (in this process) never shares their event loop:
 //   (a) the service (`node dist/cli/main.js serve`) on a fresh SQLite file, rate limit off,
 //       no embedded worker, silent logs, synchronous=FULL (the default: every 201 is fsync'ed);
 //   (b) bench/bare-server.mjs: bare Fastify, one POST route answering {"ok":true}.
-// They are never loaded at once. After a warm-up of each, BENCH_DURATION seconds of load are
-// split into BENCH_SLICES pairs of slices, (a) then (b), same body and connection count: a VM's
-// speed drifts by tens of percent within a minute, and alternating short slices compares the
-// two at the same moments. The reported ratio is the median of the pairs' ratios; rates and
-// CPU figures are totals over all slices. Before the slices the script waits for the machine
+// They are never loaded at once. After a warm-up of each, each server gets BENCH_DURATION
+// seconds of load at each connection count of BENCH_CONNECTIONS, split into BENCH_SLICES
+// rounds; in each round every count runs (a) then (b), same body: a VM's speed drifts by tens
+// of percent within a minute, and alternating short slices compares the two at the same
+// moments. Throughput is each server's peak: the bare route peaks at a few dozen connections,
+// while a durable create waits for its group's fdatasync, so the service needs more requests
+// in flight to keep its event loop busy. The headline compares the two peaks (each at its own
+// best connection count); the line per connection count compares them at equal counts. The
+// reported ratio is the median of the rounds' ratios; rates and CPU figures are totals. Before the slices the script waits for the machine
 // to be quiet; if another process still took CPU during a slice (shared machine), the whole
 // series is measured again, up to BENCH_RETRIES times, and the last series is reported.
 // Then both get the same fixed offered load (BENCH_EQUAL_RATE req/s, default 0.6 of (a)'s measured
@@ -35,7 +39,12 @@ import { envNumber, fmt, freePort, fsyncProbe, measure, median, postgresCpuSecon
 const DURATION = envNumber('BENCH_DURATION', 10);
 const SLICES = Math.max(1, Math.floor(envNumber('BENCH_SLICES', 5)));
 const WARMUP = envNumber('BENCH_WARMUP', 3);
-const CONNECTIONS = envNumber('BENCH_CONNECTIONS', 50);
+const CONNECTIONS = (process.env.BENCH_CONNECTIONS || '25,50,100,200').split(',').map((c) => {
+  const n = Number(c);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_CONNECTIONS must be a comma-separated list of positive integers, got "${process.env.BENCH_CONNECTIONS}"`);
+  return n;
+});
+const EQUAL_CONNECTIONS = envNumber('BENCH_EQUAL_CONNECTIONS', 50);
 const RETRIES = Math.floor(envNumber('BENCH_RETRIES', 2, { allowZero: true }));
 /** Requests/s offered to each server in the equal-load runs; 0: 0.6 of the service's measured rate. */
 const EQUAL_RATE = envNumber('BENCH_EQUAL_RATE', 0, { allowZero: true });
@@ -62,20 +71,25 @@ for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(13
 
 const notes = [];
 /** Warm-ups, then SLICES alternating slices of each server. */
+/** Warm-ups, then SLICES rounds: each connection count, the service then the bare route. */
 async function series(ourUrl, ourPid, bareUrl, barePid) {
   const q = await waitForQuiet();
   if (!q.quiet) notes.push(`machine still busy (${fmt(q.busyPct, 0)}% of all cores) after waiting ${fmt(q.waitedS, 0)} s; ran anyway`);
-  const common = { method: 'POST', body: BODY, headers: HEADERS, connections: CONNECTIONS };
-  const ourRun = (title, durationS) => measure({ ...common, url: ourUrl, serverPid: ourPid, durationS, title });
-  const bareRun = (title, durationS) => measure({ ...common, url: bareUrl, serverPid: barePid, durationS, title });
-  const warm = { our: await ourRun('task-manager warm-up', WARMUP), bare: await bareRun('bare fastify warm-up', WARMUP) };
-  const pairs = [];
+  const common = { method: 'POST', body: BODY, headers: HEADERS };
+  const ourRun = (title, connections, durationS) => measure({ ...common, connections, url: ourUrl, serverPid: ourPid, durationS, title });
+  const bareRun = (title, connections, durationS) => measure({ ...common, connections, url: bareUrl, serverPid: barePid, durationS, title });
+  const top = Math.max(...CONNECTIONS);
+  const warm = { our: await ourRun('task-manager warm-up', top, WARMUP), bare: await bareRun('bare fastify warm-up', top, WARMUP) };
+  /** runs.get(c)[i]: round i at c connections. */
+  const runs = new Map(CONNECTIONS.map((c) => [c, []]));
   for (let i = 1; i <= SLICES; i++) {
-    const our = await ourRun(`task-manager slice ${i}`, DURATION / SLICES);
-    const bare = await bareRun(`bare fastify slice ${i}`, DURATION / SLICES);
-    pairs.push({ our, bare, ratio: our.rps / bare.rps });
+    for (const c of CONNECTIONS) {
+      const our = await ourRun(`task-manager c=${c} slice ${i}`, c, DURATION / SLICES);
+      const bare = await bareRun(`bare fastify c=${c} slice ${i}`, c, DURATION / SLICES);
+      runs.get(c).push({ our, bare });
+    }
   }
-  return { warm, pairs };
+  return { warm, runs };
 }
 
 /** The slices of one server as one run: totals, and the worst slice's latency percentiles. */
@@ -132,7 +146,7 @@ const attempts = [];
 for (let attempt = 0; ; attempt++) {
   const run = await series(`http://127.0.0.1:${ourPort}/tasks`, ours.pid, `http://127.0.0.1:${barePort}/tasks`, bareChild.pid);
   attempts.push(run);
-  const busy = run.pairs.flatMap((p) => [p.our, p.bare]).filter((r) => r.disturbedPct > MAX_OTHER_PCT);
+  const busy = [...run.runs.values()].flat().flatMap((p) => [p.our, p.bare]).filter((r) => r.disturbedPct > MAX_OTHER_PCT);
   if (!busy.length) break;
   const why = busy
     .map((r) => `${r.title}: other processes used ${fmt(r.otherPct, 0)}% and the hypervisor stole ${fmt(r.stealPct, 0)}% of all cores`)
@@ -144,9 +158,24 @@ for (let attempt = 0; ; attempt++) {
   notes.push(`series ${attempt + 1} contaminated (${why}); measuring again`);
 }
 const last = attempts.at(-1);
-const our = combine('task-manager POST /tasks, all slices', last.pairs.map((p) => p.our));
-const bare = combine('bare fastify POST /tasks, all slices', last.pairs.map((p) => p.bare));
-const ratios = last.pairs.map((p) => p.ratio);
+// Per connection count: each server's totals over its slices.
+const perCount = CONNECTIONS.map((c) => {
+  const rs = last.runs.get(c);
+  return {
+    c,
+    rs,
+    our: combine(`task-manager POST /tasks, ${c} connections`, rs.map((p) => p.our)),
+    bare: combine(`bare fastify POST /tasks, ${c} connections`, rs.map((p) => p.bare)),
+    ratios: rs.map((p) => p.our.rps / p.bare.rps),
+  };
+});
+const best = (side) => perCount.reduce((a, b) => (b[side].rps > a[side].rps ? b : a));
+const ourPeak = best('our');
+const barePeak = best('bare');
+const our = ourPeak.our;
+const bare = barePeak.bare;
+// Round by round, the service at its peak count against the bare route at its own.
+const ratios = ourPeak.rs.map((p, i) => p.our.rps / barePeak.rs[i].bare.rps);
 
 // CPU per request at the same offered load: throughput at a fixed connection count mixes CPU
 // cost with the durable answer's latency (commit, fdatasync, two thread hops); this separates them.
@@ -155,7 +184,7 @@ const equal = { our: [], bare: [] };
 // On PostgreSQL the database's CPU is part of a create's cost too (every postgres process here).
 let equalPgCpuS = 0;
 for (let i = 1; i <= EQUAL_ROUNDS; i++) {
-  const common = { method: 'POST', body: BODY, headers: HEADERS, connections: CONNECTIONS, durationS: EQUAL_DURATION, overallRate: equalRate };
+  const common = { method: 'POST', body: BODY, headers: HEADERS, connections: EQUAL_CONNECTIONS, durationS: EQUAL_DURATION, overallRate: equalRate };
   const pg0 = PG_URL ? postgresCpuSeconds() : 0;
   equal.our.push(await measure({ ...common, url: `http://127.0.0.1:${ourPort}/tasks`, serverPid: ours.pid, title: `task-manager at ${equalRate} req/s, ${i}` }));
   if (PG_URL) equalPgCpuS += postgresCpuSeconds() - pg0;
@@ -209,15 +238,16 @@ if (PG_URL) {
   integrity = db.pragma('quick_check', { simple: true });
   db.close();
 }
-const ourRuns = [...attempts.flatMap((a) => [a.warm.our, ...a.pairs.map((p) => p.our)]), ...equal.our];
+const ourRuns = [...attempts.flatMap((a) => [a.warm.our, ...[...a.runs.values()].flat().map((p) => p.our)]), ...equal.our];
 const acked = ourRuns.reduce((n, r) => n + r.ok2xx, 0);
 const sent = ourRuns.reduce((n, r) => n + r.sent, 0);
 const durable = rows === acked && counted === rows && (PG_URL ? true : integrity === 'ok') && exit.signal === 'SIGKILL';
 
-const all = attempts.flatMap((a, i) =>
-  [a.warm.our, a.warm.bare, ...a.pairs.flatMap((p) => [p.our, p.bare])].map((r) => ({ ...r, title: attempts.length > 1 ? `#${i + 1} ${r.title}` : r.title })),
+// Slices of repeated (contaminated) series are listed; of the last one, the totals per count.
+const all = attempts.slice(0, -1).flatMap((a, i) =>
+  [a.warm.our, a.warm.bare, ...[...a.runs.values()].flat().flatMap((p) => [p.our, p.bare])].map((r) => ({ ...r, title: `#${i + 1} ${r.title}` })),
 );
-all.push(our, bare, ...equal.our.flatMap((r, i) => [r, equal.bare[i]]));
+all.push(last.warm.our, last.warm.bare, ...perCount.flatMap((p) => [p.our, p.bare]), ...equal.our.flatMap((r, i) => [r, equal.bare[i]]));
 console.log();
 console.log(
   table(all, [
@@ -241,9 +271,9 @@ console.log(
 );
 console.log(
   '  (srv CPU%, loop CPU% (the server\'s main thread: its event loop) and bench CPU% are of one core; other% is CPU used by anything else and steal% CPU taken by the hypervisor, of all cores;\n' +
-    "   the 'all slices' rows are totals, their latency columns the worst slice's)",
+    `   the rows per connection count are totals over ${SLICES} slices, their latency columns the worst slice's)`,
 );
-for (const r of all) {
+for (const r of [...all, ...[...last.runs.values()].flat().flatMap((p) => [p.our, p.bare])]) {
   const odd = Object.keys(r.statusCodes).filter((c) => !c.startsWith('2'));
   if (odd.length || r.errors || r.timeouts) console.log(`  ${r.title}: status codes ${JSON.stringify(r.statusCodes)} errors=${r.errors} timeouts=${r.timeouts}`);
 }
@@ -265,10 +295,19 @@ console.log(
 // At full load the bare route's event loop is busy all the time; ours also waits while every
 // outstanding create is in the writer (commit, fdatasync), which throughput alone does not show.
 console.log(
-  `full load: event loop busy ${fmt(our.serverMainCpuPct, 0)}% of a core at ${fmt(our.serverMainCpuUsPerReq, 1)} us per create, ` +
+  `full load (each at its peak): event loop busy ${fmt(our.serverMainCpuPct, 0)}% of a core at ${fmt(our.serverMainCpuUsPerReq, 1)} us per create, ` +
     `bare ${fmt(bare.serverMainCpuPct, 0)}% at ${fmt(bare.serverMainCpuUsPerReq, 1)} us per request`,
 );
-console.log(`pair ratios (task-manager / bare, slice by slice): ${ratios.map((r) => r.toFixed(2)).join(' ')}; of the totals: ${(our.rps / bare.rps).toFixed(2)}`);
+for (const p of perCount) {
+  console.log(
+    `${String(p.c).padStart(4)} connections: creates ${fmt(p.our.rps, 0)}/s (p99 ${fmt(p.our.latency.p99, 0)} ms, event loop ${fmt(p.our.serverMainCpuPct, 0)}% busy), ` +
+      `bare ${fmt(p.bare.rps, 0)}/s (p99 ${fmt(p.bare.latency.p99, 0)} ms, ${fmt(p.bare.serverMainCpuPct, 0)}%): ratio ${median(p.ratios).toFixed(2)} ` +
+      `(rounds ${p.ratios.map((r) => r.toFixed(2)).join(' ')})`,
+  );
+}
+console.log(
+  `peaks: task-manager at ${ourPeak.c} connections, bare at ${barePeak.c}; round ratios ${ratios.map((r) => r.toFixed(2)).join(' ')}; of the totals: ${(our.rps / bare.rps).toFixed(2)}`,
+);
 console.log(
   `create_rps=${Math.round(our.rps)} bare_rps=${Math.round(bare.rps)} ratio=${median(ratios).toFixed(2)} p99_ms=${fmt(our.latency.p99, 0)}`,
 );
