@@ -17,10 +17,11 @@
 // while a durable create waits for its group's fdatasync, so the service needs more requests
 // in flight to keep its event loop busy. The headline compares the two peaks (each at its own
 // best connection count); the line per connection count compares them at equal counts. The
-// reported ratio is the median of the rounds' ratios; rates and CPU figures are totals. Before the slices the script waits for the machine
-// to be quiet; if another process still took CPU during a slice (shared machine), the whole
-// series is measured again, up to BENCH_RETRIES times, and the last series is reported.
-// Then both get the same fixed offered load (BENCH_EQUAL_RATE req/s, default 0.6 of (a)'s measured
+// reported ratio is the median of the rounds' ratios; rates and CPU figures are totals.
+// Before the slices the script waits for the machine to be quiet; if another process still
+// took CPU during a slice (shared machine), the whole series is measured again, up to
+// BENCH_RETRIES times, and the last series is reported.
+// Then both get the same fixed offered load (BENCH_EQUAL_RATE req/s, default 0.6 of (a)'s peak
 // rate; BENCH_EQUAL_ROUNDS alternations of BENCH_EQUAL_DURATION seconds) and the CPU each server
 // spends per request is reported, its main thread (the event loop) and all its threads: at a
 // fixed connection count throughput also depends on how long a durable answer takes, and this
@@ -70,7 +71,6 @@ if (process.env.BENCH_KEEP_DB) console.log(`BENCH_KEEP_DB set: the database stay
 for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
 
 const notes = [];
-/** Warm-ups, then SLICES alternating slices of each server. */
 /** Warm-ups, then SLICES rounds: each connection count, the service then the bare route. */
 async function series(ourUrl, ourPid, bareUrl, barePid) {
   const q = await waitForQuiet();
