@@ -13,7 +13,7 @@
 // seconds of load at each connection count of BENCH_CONNECTIONS, split into BENCH_SLICES
 // rounds; in each round every count runs (a) then (b), same body: a VM's speed drifts by tens
 // of percent within a minute, and alternating short slices compares the two at the same
-// moments. Throughput is each server's peak: the bare route peaks at a few dozen connections,
+// moments. Throughput is each server's peak: the bare route is CPU-bound from a few dozen connections,
 // while a durable create waits for its group's fdatasync, so the service needs more requests
 // in flight to keep its event loop busy. The headline compares the two peaks (each at its own
 // best connection count); the line per connection count compares them at equal counts. The
